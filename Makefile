@@ -1,0 +1,32 @@
+# The two set-up commands of the README: `make test` and `make demo`.
+# Both install what they need themselves (Debian packages, .venv, the project).
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: test demo bootstrap lint types pytest bench clean
+
+bootstrap:
+	@scripts/bootstrap.sh
+
+lint: bootstrap
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+types: bootstrap
+	$(VENV)/bin/mypy
+
+pytest: bootstrap
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test: lint types pytest
+
+demo: bootstrap
+	$(PY) -m agent.demo
+
+bench: bootstrap
+	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis artifacts

@@ -1,0 +1,423 @@
+"""The outbox: sealed envelopes waiting for HQ, durable before anyone is told "recorded".
+
+Guarantees (each tested):
+- Sealing allocates `seq` and `prev` and inserts the envelope in ONE transaction; the call
+  returns only after COMMIT with WAL and `synchronous=FULL`, so a seq reported to the POS
+  survives a power cut or SIGKILL. Seqs are contiguous from 1 and never reused.
+- Only ciphertext is stored: the payload is encrypted to HQ before it touches the database.
+- `ack(n)` deletes exactly the envelopes with seq <= n, and only when n is a seq we made.
+- Past the size cap, new purchases are refused with `OutboxFull`; nothing old is dropped
+  except by a purge that leaves a signed `purge` envelope explaining the gap to HQ.
+
+This class is blocking and single-threaded (one sqlite3 connection); `agent.outbox.aio` runs
+it on a dedicated thread so the event loop never waits on the disk.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Literal
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from agent import audit
+from agent.envelope import (
+    ConsentStatsPayload,
+    Header,
+    Payload,
+    PurchasePayload,
+    Purged,
+    PurgePayload,
+    decode,
+    envelope_hash,
+    seal,
+    sig_kid,
+)
+from agent.envelope.suites import PublicKey, load_public_key
+from agent.outbox.schema import migrate
+
+DB_NAME = "agent.db"
+Outcome = Literal["record", "skip", "timeout"]
+
+
+class OutboxError(Exception):
+    """Base: the outbox could not do what was asked; nothing was half-done."""
+
+
+class OutboxFull(OutboxError):
+    """The size cap is reached: new purchases are refused until HQ acknowledges some."""
+
+
+class OutboxUnavailable(OutboxError):
+    """The database cannot be written (disk full, I/O error, locked): recording is off."""
+
+
+class AckOutOfRange(OutboxError):
+    """HQ acknowledged a seq this outbox never made: a fork or a confused HQ; nothing deleted."""
+
+
+@dataclass(frozen=True, slots=True)
+class SealingKeys:
+    """What sealing needs: this terminal's identity and signing key, and HQ's public key."""
+
+    terminal: str
+    signing_key: Ed25519PrivateKey
+    enc_kid: str
+    enc_suite: str
+    hq_public: PublicKey
+
+    @property
+    def sig_kid(self) -> str:
+        return sig_kid(self.signing_key.public_key())
+
+    @classmethod
+    def build(
+        cls,
+        terminal: str,
+        signing_key: Ed25519PrivateKey,
+        enc_kid: str,
+        enc_suite: str,
+        hq_public_raw: bytes,
+    ) -> SealingKeys:
+        return cls(
+            terminal, signing_key, enc_kid, enc_suite, load_public_key(enc_suite, hq_public_raw)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Sealed:
+    seq: int
+    kind: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEnvelope:
+    seq: int
+    kind: str
+    ts: int
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxStatus:
+    stream: bytes
+    next_seq: int
+    waiting: int
+    oldest_waiting_ts: int | None
+    acked_through: int
+    unsent_bytes: int
+    dead_letters: int
+    max_bytes: int
+
+
+def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+    """Open with the durability settings the guarantees depend on."""
+    if readonly:
+        conn = sqlite3.connect(
+            f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+        )
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA busy_timeout=5000")
+    conn.execute("PRAGMA foreign_keys=ON")
+    return conn
+
+
+class Outbox:
+    """Blocking outbox over one SQLite file. Use from a single thread."""
+
+    def __init__(
+        self,
+        path: Path,
+        keys: SealingKeys | None,
+        *,
+        max_bytes: int = 256 * 1024 * 1024,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = path
+        self.keys = keys
+        self.max_bytes = max_bytes
+        self.clock = clock
+        try:
+            self.conn = connect(path)
+            migrate(self.conn)
+        except sqlite3.Error as exc:
+            raise OutboxUnavailable(f"cannot open outbox {path}: {exc}") from exc
+        self.stream: bytes = bytes(
+            self.conn.execute("SELECT value FROM meta WHERE key = 'stream'").fetchone()[0]
+        )
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Outbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- transactions ---------------------------------------------------------------------
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE .. COMMIT; any SQLite failure becomes `OutboxUnavailable`."""
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise OutboxUnavailable(f"outbox cannot start a write: {exc}") from exc
+        try:
+            yield self.conn
+            self.conn.execute("COMMIT")
+        except BaseException as exc:
+            try:
+                self.conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # the failed COMMIT may already have rolled back
+            if isinstance(exc, sqlite3.Error):
+                raise OutboxUnavailable(f"outbox write failed: {exc}") from exc
+            raise
+
+    def _require_keys(self) -> SealingKeys:
+        if self.keys is None:
+            raise OutboxError("this outbox was opened without sealing keys (read/ack only)")
+        return self.keys
+
+    def _append(
+        self,
+        conn: sqlite3.Connection,
+        payload: Payload,
+        *,
+        purged: Purged | None = None,
+        purged_count: int | None = None,
+        enforce_cap: bool,
+    ) -> Sealed:
+        """Seal `payload` as the next envelope of the stream, inside the caller's transaction."""
+        keys = self._require_keys()
+        last_seq, last_hash, unsent = conn.execute(
+            "SELECT last_seq, last_hash, unsent_bytes FROM head WHERE one = 1"
+        ).fetchone()
+        header = Header(
+            terminal=keys.terminal,
+            stream=self.stream,
+            seq=last_seq + 1,
+            kind=payload.kind,
+            ts=int(self.clock()),
+            prev=bytes(last_hash),
+            sig_kid=keys.sig_kid,
+            enc_kid=keys.enc_kid,
+            purged=purged,
+        )
+        body = seal(
+            header,
+            payload,
+            signing_key=keys.signing_key,
+            suite_name=keys.enc_suite,
+            hq_key=keys.hq_public,
+        )
+        if enforce_cap and unsent + len(body) > self.max_bytes:
+            raise OutboxFull(
+                f"outbox holds {unsent} bytes, cap {self.max_bytes}: recording paused until "
+                "HQ acknowledges"
+            )
+        digest = envelope_hash(body)
+        conn.execute(
+            "INSERT INTO envelopes (seq, kind, ts, hash, body, purged_count) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (header.seq, header.kind, header.ts, digest, body, purged_count),
+        )
+        conn.execute(
+            "UPDATE head SET last_seq = ?, last_hash = ?, unsent_bytes = unsent_bytes + ? "
+            "WHERE one = 1",
+            (header.seq, digest, len(body)),
+        )
+        return Sealed(header.seq, header.kind, len(body))
+
+    # --- sealing ----------------------------------------------------------------------------
+
+    def seal_purchase(self, payload: PurchasePayload) -> Sealed:
+        """Seal and commit one recorded purchase; return only once it is durable."""
+        with self._tx() as conn:
+            return self._append(conn, payload, enforce_cap=True)
+
+    def count_decision(self, outcome: Outcome, day: date) -> None:
+        """Count a cashier decision for the day's consent-stats (no card, no basket)."""
+        if outcome not in ("record", "skip", "timeout"):
+            raise ValueError(f"unknown outcome {outcome!r}")
+        with self._tx() as conn:
+            conn.execute(
+                f"INSERT INTO consent_counters (day, {outcome}) VALUES (?, 1) "  # noqa: S608
+                f"ON CONFLICT(day) DO UPDATE SET {outcome} = {outcome} + 1",
+                (day.isoformat(),),
+            )
+
+    def seal_consent_stats(self, before: date) -> list[Sealed]:
+        """Seal one consent-stats envelope for every finished day (< `before`) not yet sealed."""
+        out: list[Sealed] = []
+        with self._tx() as conn:
+            rows = conn.execute(
+                "SELECT day, record, skip, timeout FROM consent_counters "
+                "WHERE sealed_seq IS NULL AND day < ? ORDER BY day",
+                (before.isoformat(),),
+            ).fetchall()
+            for day, rec, skip, timeout in rows:
+                sealed = self._append(
+                    conn, ConsentStatsPayload(day, rec, skip, timeout), enforce_cap=False
+                )
+                conn.execute(
+                    "UPDATE consent_counters SET sealed_seq = ? WHERE day = ?", (sealed.seq, day)
+                )
+                out.append(sealed)
+        return out
+
+    def purge_expired(self, max_age_days: int, reason: str = "max-age") -> Sealed | None:
+        """Delete the oldest unsent envelopes past `max_age_days` and seal a `purge` envelope.
+
+        The range is the longest prefix (by seq) of unsent envelopes all older than the cut-off,
+        so it is contiguous and never skips a newer envelope. Unsent purge envelopes inside the
+        prefix are merged: the new range starts where theirs did, so HQ still sees every seq
+        explained. It never starts at or below `acked_through` (HQ already holds those).
+        """
+        cutoff = int(self.clock()) - max_age_days * 86400
+        with self._tx() as conn:
+            acked = conn.execute("SELECT acked_through FROM head WHERE one = 1").fetchone()[0]
+            prefix: list[tuple[int, str, bytes, int | None]] = []
+            for seq, kind, ts, digest, pcount in conn.execute(
+                "SELECT seq, kind, ts, hash, purged_count FROM envelopes ORDER BY seq"
+            ):
+                if ts >= cutoff:
+                    break
+                prefix.append((seq, kind, bytes(digest), pcount))
+            if not prefix:
+                return None
+            first = prefix[0][0]
+            count = 0
+            for seq, kind, _digest, pcount in prefix:
+                if kind == "purge":
+                    row = conn.execute(
+                        "SELECT body FROM envelopes WHERE seq = ?", (seq,)
+                    ).fetchone()
+                    env = decode(bytes(row[0]))
+                    assert env.header.purged is not None
+                    first = min(first, env.header.purged.first_seq)
+                    count += pcount or 0
+                else:
+                    count += 1
+            first = max(first, acked + 1)
+            last_seq, _, last_hash, _ = prefix[-1]
+            freed = conn.execute(
+                "SELECT COALESCE(SUM(length(body)), 0) FROM envelopes WHERE seq <= ?",
+                (last_seq,),
+            ).fetchone()[0]
+            conn.execute("DELETE FROM envelopes WHERE seq <= ?", (last_seq,))
+            conn.execute("UPDATE head SET unsent_bytes = unsent_bytes - ? WHERE one = 1", (freed,))
+            sealed = self._append(
+                conn,
+                PurgePayload(reason, count),
+                purged=Purged(first, last_seq, last_hash),
+                purged_count=count,
+                enforce_cap=False,
+            )
+            audit.append(
+                conn,
+                "purge",
+                {
+                    "first_seq": first,
+                    "last_seq": last_seq,
+                    "count": count,
+                    "reason": reason,
+                    "purge_seq": sealed.seq,
+                },
+            )
+            return sealed
+
+    # --- sync side --------------------------------------------------------------------------
+
+    def pending(self, after: int = 0, limit: int = 1000) -> list[StoredEnvelope]:
+        rows = self.conn.execute(
+            "SELECT seq, kind, ts, body FROM envelopes WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after, limit),
+        ).fetchall()
+        return [StoredEnvelope(s, k, t, bytes(b)) for s, k, t, b in rows]
+
+    def ack(self, acked_through: int) -> int:
+        """HQ holds 1..acked_through: delete exactly those envelopes; return how many."""
+        with self._tx() as conn:
+            last_seq, acked = conn.execute(
+                "SELECT last_seq, acked_through FROM head WHERE one = 1"
+            ).fetchone()
+            if acked_through > last_seq:
+                raise AckOutOfRange(
+                    f"HQ acknowledged through seq {acked_through}, but this stream has only "
+                    f"made {last_seq}"
+                )
+            if acked_through <= acked:
+                return 0
+            freed, count = conn.execute(
+                "SELECT COALESCE(SUM(length(body)), 0), COUNT(*) FROM envelopes WHERE seq <= ?",
+                (acked_through,),
+            ).fetchone()
+            conn.execute("DELETE FROM envelopes WHERE seq <= ?", (acked_through,))
+            conn.execute(
+                "UPDATE head SET acked_through = ?, unsent_bytes = unsent_bytes - ? WHERE one = 1",
+                (acked_through, freed),
+            )
+            return int(count)
+
+    def dead_letter(self, seq: int, reason: str) -> bool:
+        """Move an envelope HQ rejected for good out of the queue, keeping it for diagnosis."""
+        with self._tx() as conn:
+            row = conn.execute(
+                "SELECT kind, ts, body FROM envelopes WHERE seq = ?", (seq,)
+            ).fetchone()
+            if row is None:
+                return False
+            kind, ts, body = row
+            conn.execute(
+                "INSERT OR REPLACE INTO dead_letters (seq, kind, ts, reason, rejected_at, body) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (seq, kind, ts, reason[:500], int(self.clock()), body),
+            )
+            conn.execute("DELETE FROM envelopes WHERE seq = ?", (seq,))
+            conn.execute(
+                "UPDATE head SET unsent_bytes = unsent_bytes - ? WHERE one = 1", (len(body),)
+            )
+            audit.append(conn, "hq-rejection", {"seq": seq, "kind": kind, "reason": reason[:500]})
+            return True
+
+    def audit(self, action: str, detail: dict[str, object]) -> None:
+        """Record a security-relevant action in the audit log (its own transaction)."""
+        with self._tx() as conn:
+            audit.append(conn, action, detail)
+
+    # --- inspection -------------------------------------------------------------------------
+
+    def status(self) -> OutboxStatus:
+        return read_status(self.conn, self.max_bytes)
+
+    def all_envelopes(self) -> list[StoredEnvelope]:
+        return self.pending(0, limit=-1)
+
+
+def read_status(conn: sqlite3.Connection, max_bytes: int) -> OutboxStatus:
+    """Status from any connection, read-only ones included (diagnostics)."""
+    stream = bytes(conn.execute("SELECT value FROM meta WHERE key = 'stream'").fetchone()[0])
+    last_seq, acked, unsent = conn.execute(
+        "SELECT last_seq, acked_through, unsent_bytes FROM head WHERE one = 1"
+    ).fetchone()
+    waiting, oldest = conn.execute("SELECT COUNT(*), MIN(ts) FROM envelopes").fetchone()
+    dead = conn.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
+    return OutboxStatus(stream, last_seq + 1, waiting, oldest, acked, unsent, dead, max_bytes)
+
+
+def today_utc(clock: Callable[[], float] = time.time) -> date:
+    return datetime.fromtimestamp(clock(), UTC).date()
