@@ -15,8 +15,14 @@ from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from agent.envelope import cbor
-from agent.envelope.errors import DecodeError, DecryptError, KeyFormatError, SignatureError
-from agent.envelope.model import PAYLOAD_TYPES, Envelope, Header, Payload
+from agent.envelope.errors import (
+    DecodeError,
+    DecryptError,
+    KeyFormatError,
+    PayloadError,
+    SignatureError,
+)
+from agent.envelope.model import PAYLOAD_TYPES, Envelope, Header, Payload, PurgePayload
 from agent.envelope.suites import PrivateKey, PublicKey, suite
 
 SIGNING_DOMAIN = b"cumulus-edge/v1 envelope\x00"
@@ -108,8 +114,14 @@ def open_payload(envelope: Envelope, suite_name: str, hq_private: PrivateKey) ->
             f"payload does not decrypt with key {envelope.header.enc_kid!r} "
             "(wrong key, tampered, or moved from another envelope)"
         ) from exc
-    raw: Any = cbor.loads(plaintext, what="payload")
     try:
-        return PAYLOAD_TYPES[envelope.header.kind].from_cbor(raw)
-    except KeyError:  # pragma: no cover - kind validated at decode
-        raise DecodeError(f"unknown kind {envelope.header.kind!r}") from None
+        raw: Any = cbor.loads(plaintext, what="payload")
+    except DecodeError as exc:
+        raise PayloadError(str(exc)) from None
+    payload = PAYLOAD_TYPES[envelope.header.kind].from_cbor(raw)
+    purged = envelope.header.purged
+    if isinstance(payload, PurgePayload) and purged is not None:
+        span = purged.last_seq - purged.first_seq + 1
+        if payload.count != span:
+            raise PayloadError(f"purge.count: {payload.count} but the range holds {span} seqs")
+    return payload

@@ -233,6 +233,11 @@ class Envelope:
         return cls(header=header, ct=f.bytes_("ct"), sig=f.bytes_("sig", 64), encoded=encoded)
 
 
+def _ean13_ok(digits: str) -> bool:
+    """EAN-13 check digit (weights 1,3 from the left); the prefix rule is the terminal's."""
+    return sum(int(c) * (3 if i % 2 else 1) for i, c in enumerate(digits)) % 10 == 0
+
+
 # --- payloads ---------------------------------------------------------------------------------
 
 
@@ -285,7 +290,11 @@ class PurchasePayload:
     kind: Kind = field(default="purchase", init=False)
 
     def __post_init__(self) -> None:
-        _check(bool(CARD_RE.fullmatch(self.card)), PayloadError, "card: expected 13 digits")
+        _check(
+            bool(CARD_RE.fullmatch(self.card)) and _ean13_ok(self.card),
+            PayloadError,
+            "card: expected 13 digits with a valid EAN-13 check digit",
+        )
         _check(
             bool(RFC3339_MS_RE.fullmatch(self.occurred_at)),
             PayloadError,

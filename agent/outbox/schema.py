@@ -33,7 +33,7 @@ def _m001_initial(db: sqlite_utils.Database) -> None:
         pk="one",
     )
     db.table("envelopes").create(
-        {"seq": int, "kind": str, "ts": int, "hash": bytes, "body": bytes, "purged_count": int},
+        {"seq": int, "kind": str, "ts": int, "hash": bytes, "body": bytes},
         pk="seq",
         not_null={"kind", "ts", "hash", "body"},
     )

@@ -198,7 +198,6 @@ class Outbox:
         payload: Payload,
         *,
         purged: Purged | None = None,
-        purged_count: int | None = None,
         enforce_cap: bool,
     ) -> Sealed:
         """Seal `payload` as the next envelope of the stream, inside the caller's transaction."""
@@ -231,9 +230,8 @@ class Outbox:
             )
         digest = envelope_hash(body)
         conn.execute(
-            "INSERT INTO envelopes (seq, kind, ts, hash, body, purged_count) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (header.seq, header.kind, header.ts, digest, body, purged_count),
+            "INSERT INTO envelopes (seq, kind, ts, hash, body) VALUES (?, ?, ?, ?, ?)",
+            (header.seq, header.kind, header.ts, digest, body),
         )
         conn.execute(
             "UPDATE head SET last_seq = ?, last_hash = ?, unsent_bytes = unsent_bytes + ? "
@@ -290,30 +288,27 @@ class Outbox:
         cutoff = int(self.clock()) - max_age_days * 86400
         with self._tx() as conn:
             acked = conn.execute("SELECT acked_through FROM head WHERE one = 1").fetchone()[0]
-            prefix: list[tuple[int, str, bytes, int | None]] = []
-            for seq, kind, ts, digest, pcount in conn.execute(
-                "SELECT seq, kind, ts, hash, purged_count FROM envelopes ORDER BY seq"
+            prefix: list[tuple[int, str, bytes]] = []
+            for seq, kind, ts, digest in conn.execute(
+                "SELECT seq, kind, ts, hash FROM envelopes ORDER BY seq"
             ):
                 if ts >= cutoff:
                     break
-                prefix.append((seq, kind, bytes(digest), pcount))
+                prefix.append((seq, kind, bytes(digest)))
             if not prefix:
                 return None
             first = prefix[0][0]
-            count = 0
-            for seq, kind, _digest, pcount in prefix:
+            for seq, kind, _digest in prefix:
                 if kind == "purge":
                     row = conn.execute(
                         "SELECT body FROM envelopes WHERE seq = ?", (seq,)
                     ).fetchone()
-                    env = decode(bytes(row[0]))
-                    assert env.header.purged is not None
-                    first = min(first, env.header.purged.first_seq)
-                    count += pcount or 0
-                else:
-                    count += 1
+                    earlier = decode(bytes(row[0])).header.purged
+                    assert earlier is not None
+                    first = min(first, earlier.first_seq)
             first = max(first, acked + 1)
-            last_seq, _, last_hash, _ = prefix[-1]
+            last_seq, _, last_hash = prefix[-1]
+            count = last_seq - first + 1  # seqs this purge explains to HQ
             freed = conn.execute(
                 "SELECT COALESCE(SUM(length(body)), 0) FROM envelopes WHERE seq <= ?",
                 (last_seq,),
@@ -324,7 +319,6 @@ class Outbox:
                 conn,
                 PurgePayload(reason, count),
                 purged=Purged(first, last_seq, last_hash),
-                purged_count=count,
                 enforce_cap=False,
             )
             audit.append(
