@@ -27,6 +27,12 @@ def dumps(value: CborValue) -> bytes:
     return bytes(cbor2.dumps(value, canonical=True))
 
 
+def dumps_ordered(value: CborValue) -> bytes:
+    """Encode a value whose maps are already in deterministic key order (the model's
+    `to_cbor()` outputs): the same bytes as `dumps`, without sorting on the hot path."""
+    return bytes(cbor2.dumps(value))
+
+
 def loads(data: bytes, *, what: str = "value") -> Any:
     """Decode `data` strictly; raise `DecodeError` naming the first problem found."""
     if not isinstance(data, bytes | bytearray | memoryview):

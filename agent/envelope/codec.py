@@ -42,12 +42,12 @@ def envelope_hash(encoded: bytes) -> bytes:
 
 
 def info_bytes(header: Header) -> bytes:
-    return cbor.dumps(header.info())
+    return cbor.dumps_ordered(header.info())
 
 
 def signed_bytes(header: Header, ct: bytes) -> bytes:
     """`DOMAIN || E`, E being the deterministic map without `sig`."""
-    return SIGNING_DOMAIN + cbor.dumps(header.to_cbor(ct))
+    return SIGNING_DOMAIN + cbor.dumps_ordered(header.to_cbor(ct))
 
 
 def assemble(header: Header, ct: bytes, signing_key: Ed25519PrivateKey) -> bytes:
@@ -57,15 +57,13 @@ def assemble(header: Header, ct: bytes, signing_key: Ed25519PrivateKey) -> bytes
     (Ed25519 is deterministic; HPKE is not).
     """
     sig = signing_key.sign(signed_bytes(header, ct))
-    m = header.to_cbor(ct)
-    m["sig"] = sig
-    return cbor.dumps(m)
+    return cbor.dumps_ordered(header.to_cbor(ct, sig))
 
 
 def encrypt_payload(header: Header, payload: Payload, suite_name: str, hq_key: PublicKey) -> bytes:
     if payload.kind != header.kind:
         raise ValueError(f"payload kind {payload.kind!r} does not match header {header.kind!r}")
-    plaintext = cbor.dumps(payload.to_cbor())
+    plaintext = cbor.dumps_ordered(payload.to_cbor())
     return suite(suite_name).hpke.encrypt(plaintext, hq_key, info=info_bytes(header))
 
 

@@ -128,7 +128,11 @@ class Purged:
 
 @dataclass(frozen=True, slots=True)
 class Header:
-    """Everything of an envelope but `ct` and `sig`: what is known before sealing."""
+    """Everything of an envelope but `ct` and `sig`: what is known before sealing.
+
+    Every `to_cbor()` in this module lists its keys in deterministic order (shorter keys
+    first, then bytewise), so sealing can encode without re-sorting; a test holds this.
+    """
 
     terminal: str
     stream: bytes
@@ -171,21 +175,19 @@ class Header:
         """HPKE info: binds the ciphertext to this envelope's identity."""
         return [self.v, self.terminal, self.stream, self.seq, self.kind, self.enc_kid]
 
-    def to_cbor(self, ct: bytes) -> dict[str, Any]:
-        m: dict[str, Any] = {
-            "v": self.v,
-            "terminal": self.terminal,
-            "stream": self.stream,
-            "seq": self.seq,
-            "kind": self.kind,
-            "ts": self.ts,
-            "prev": self.prev,
-            "sig_kid": self.sig_kid,
-            "enc_kid": self.enc_kid,
-            "ct": ct,
-        }
+    def to_cbor(self, ct: bytes, sig: bytes | None = None) -> dict[str, Any]:
+        """The envelope map, keys already in deterministic order (see `cbor.dumps_ordered`)."""
+        m: dict[str, Any] = {"v": self.v, "ct": ct, "ts": self.ts, "seq": self.seq}
+        if sig is not None:
+            m["sig"] = sig
+        m["kind"] = self.kind
+        m["prev"] = self.prev
         if self.purged is not None:
             m["purged"] = self.purged.to_cbor()
+        m["stream"] = self.stream
+        m["enc_kid"] = self.enc_kid
+        m["sig_kid"] = self.sig_kid
+        m["terminal"] = self.terminal
         return m
 
 
@@ -248,7 +250,7 @@ class Item:
     amount: int  # minor units
 
     def to_cbor(self) -> dict[str, Any]:
-        return {"gtin": self.gtin, "qty": self.qty, "amount": self.amount}
+        return {"qty": self.qty, "gtin": self.gtin, "amount": self.amount}
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,9 +269,9 @@ class Consent:
 
     def to_cbor(self) -> dict[str, Any]:
         return {
+            "by": self.by,
             "decision": self.decision,
             "decided_at": self.decided_at,
-            "by": self.by,
             "latency_ms": self.latency_ms,
         }
 
@@ -304,16 +306,16 @@ class PurchasePayload:
 
     def to_cbor(self) -> dict[str, Any]:
         return {
-            "event_id": self.event_id,
-            "occurred_at": self.occurred_at,
-            "store": self.store,
-            "terminal": self.terminal,
             "card": self.card,
+            "items": [i.to_cbor() for i in self.items],
+            "store": self.store,
+            "total": self.total,
+            "consent": self.consent.to_cbor(),
             "receipt": self.receipt,
             "currency": self.currency,
-            "total": self.total,
-            "items": [i.to_cbor() for i in self.items],
-            "consent": self.consent.to_cbor(),
+            "event_id": self.event_id,
+            "terminal": self.terminal,
+            "occurred_at": self.occurred_at,
         }
 
     @classmethod
@@ -372,7 +374,7 @@ class ConsentStatsPayload:
     kind: Kind = field(default="consent-stats", init=False)
 
     def to_cbor(self) -> dict[str, Any]:
-        return {"day": self.day, "record": self.record, "skip": self.skip, "timeout": self.timeout}
+        return {"day": self.day, "skip": self.skip, "record": self.record, "timeout": self.timeout}
 
     @classmethod
     def from_cbor(cls, raw: Any) -> ConsentStatsPayload:
@@ -389,7 +391,7 @@ class PurgePayload:
     kind: Kind = field(default="purge", init=False)
 
     def to_cbor(self) -> dict[str, Any]:
-        return {"reason": self.reason, "count": self.count}
+        return {"count": self.count, "reason": self.reason}
 
     @classmethod
     def from_cbor(cls, raw: Any) -> PurgePayload:

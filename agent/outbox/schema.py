@@ -23,13 +23,7 @@ class SchemaTooNew(Exception):
 def _m001_initial(db: sqlite_utils.Database) -> None:
     db.table("meta").create({"key": str, "value": bytes}, pk="key")
     db.table("head").create(
-        {
-            "one": int,
-            "last_seq": int,
-            "last_hash": bytes,
-            "unsent_bytes": int,
-            "acked_through": int,
-        },
+        {"one": int, "last_seq": int, "last_hash": bytes, "acked_through": int},
         pk="one",
     )
     db.table("envelopes").create(
@@ -52,8 +46,7 @@ def _m001_initial(db: sqlite_utils.Database) -> None:
             db.conn.execute(stmt)
     db.conn.execute("INSERT INTO meta (key, value) VALUES ('stream', ?)", (os.urandom(16),))
     db.conn.execute(
-        "INSERT INTO head (one, last_seq, last_hash, unsent_bytes, acked_through) "
-        "VALUES (1, 0, ?, 0, 0)",
+        "INSERT INTO head (one, last_seq, last_hash, acked_through) VALUES (1, 0, ?, 0)",
         (bytes(32),),
     )
 

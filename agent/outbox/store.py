@@ -19,7 +19,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Literal
@@ -71,10 +71,10 @@ class SealingKeys:
     enc_kid: str
     enc_suite: str
     hq_public: PublicKey
+    sig_kid: str = field(init=False)
 
-    @property
-    def sig_kid(self) -> str:
-        return sig_kid(self.signing_key.public_key())
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sig_kid", sig_kid(self.signing_key.public_key()))
 
     @classmethod
     def build(
@@ -156,6 +156,28 @@ class Outbox:
         self.stream: bytes = bytes(
             self.conn.execute("SELECT value FROM meta WHERE key = 'stream'").fetchone()[0]
         )
+        self._load_head()
+
+    def _load_head(self) -> None:
+        """(Re)read the chain head and the bytes waiting: at open, and after a failed write.
+
+        The head is the last envelope still stored or, when HQ has acknowledged them all, the
+        copy in the `head` row that `ack` and `purge` keep. Held in memory so that sealing a
+        purchase is a single INSERT: this process is the stream's only writer, and the seq
+        primary key turns any second writer's collision into an error, never a fork.
+        """
+        last_seq, last_hash = self.conn.execute(
+            "SELECT last_seq, last_hash FROM head WHERE one = 1"
+        ).fetchone()
+        row = self.conn.execute(
+            "SELECT seq, hash FROM envelopes ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        if row is not None and row[0] > last_seq:
+            last_seq, last_hash = row
+        self._head: tuple[int, bytes] = (last_seq, bytes(last_hash))
+        self._unsent: int = self.conn.execute(
+            "SELECT COALESCE(SUM(length(body)), 0) FROM envelopes"
+        ).fetchone()[0]
 
     def close(self) -> None:
         self.conn.close()
@@ -183,9 +205,23 @@ class Outbox:
                 self.conn.execute("ROLLBACK")
             except sqlite3.Error:
                 pass  # the failed COMMIT may already have rolled back
+            self._reload_after_failure()
             if isinstance(exc, sqlite3.Error):
                 raise OutboxUnavailable(f"outbox write failed: {exc}") from exc
             raise
+
+    def _reload_after_failure(self) -> None:
+        try:
+            self._load_head()
+        except sqlite3.Error:
+            pass  # still broken: the next write fails again and says so
+
+    def _persist_head(self, conn: sqlite3.Connection) -> None:
+        """Copy the in-memory head to the `head` row before envelopes are deleted."""
+        conn.execute(
+            "UPDATE head SET last_seq = ?, last_hash = ? WHERE one = 1",
+            (self._head[0], self._head[1]),
+        )
 
     def _require_keys(self) -> SealingKeys:
         if self.keys is None:
@@ -202,16 +238,14 @@ class Outbox:
     ) -> Sealed:
         """Seal `payload` as the next envelope of the stream, inside the caller's transaction."""
         keys = self._require_keys()
-        last_seq, last_hash, unsent = conn.execute(
-            "SELECT last_seq, last_hash, unsent_bytes FROM head WHERE one = 1"
-        ).fetchone()
+        last_seq, last_hash = self._head
         header = Header(
             terminal=keys.terminal,
             stream=self.stream,
             seq=last_seq + 1,
             kind=payload.kind,
             ts=int(self.clock()),
-            prev=bytes(last_hash),
+            prev=last_hash,
             sig_kid=keys.sig_kid,
             enc_kid=keys.enc_kid,
             purged=purged,
@@ -223,29 +257,34 @@ class Outbox:
             suite_name=keys.enc_suite,
             hq_key=keys.hq_public,
         )
-        if enforce_cap and unsent + len(body) > self.max_bytes:
+        if enforce_cap and self._unsent + len(body) > self.max_bytes:
             raise OutboxFull(
-                f"outbox holds {unsent} bytes, cap {self.max_bytes}: recording paused until "
-                "HQ acknowledges"
+                f"outbox holds {self._unsent} bytes, cap {self.max_bytes}: recording paused "
+                "until HQ acknowledges"
             )
         digest = envelope_hash(body)
         conn.execute(
             "INSERT INTO envelopes (seq, kind, ts, hash, body) VALUES (?, ?, ?, ?, ?)",
             (header.seq, header.kind, header.ts, digest, body),
         )
-        conn.execute(
-            "UPDATE head SET last_seq = ?, last_hash = ?, unsent_bytes = unsent_bytes + ? "
-            "WHERE one = 1",
-            (header.seq, digest, len(body)),
-        )
+        # Optimistic: a failed COMMIT reloads both from the database (_tx).
+        self._head = (header.seq, digest)
+        self._unsent += len(body)
         return Sealed(header.seq, header.kind, len(body))
 
     # --- sealing ----------------------------------------------------------------------------
 
     def seal_purchase(self, payload: PurchasePayload) -> Sealed:
-        """Seal and commit one recorded purchase; return only once it is durable."""
-        with self._tx() as conn:
-            return self._append(conn, payload, enforce_cap=True)
+        """Seal and commit one recorded purchase; return only once it is durable.
+
+        The INSERT runs in autocommit mode: one statement is one transaction (seq, prev and
+        the row commit together, fsync'd), with no BEGIN/COMMIT round trips on the hot path.
+        """
+        try:
+            return self._append(self.conn, payload, enforce_cap=True)
+        except sqlite3.Error as exc:
+            self._reload_after_failure()
+            raise OutboxUnavailable(f"outbox write failed: {exc}") from exc
 
     def count_decision(self, outcome: Outcome, day: date) -> None:
         """Count a cashier decision for the day's consent-stats (no card, no basket)."""
@@ -288,6 +327,7 @@ class Outbox:
         cutoff = int(self.clock()) - max_age_days * 86400
         with self._tx() as conn:
             acked = conn.execute("SELECT acked_through FROM head WHERE one = 1").fetchone()[0]
+            self._persist_head(conn)
             prefix: list[tuple[int, str, bytes]] = []
             for seq, kind, ts, digest in conn.execute(
                 "SELECT seq, kind, ts, hash FROM envelopes ORDER BY seq"
@@ -314,7 +354,7 @@ class Outbox:
                 (last_seq,),
             ).fetchone()[0]
             conn.execute("DELETE FROM envelopes WHERE seq <= ?", (last_seq,))
-            conn.execute("UPDATE head SET unsent_bytes = unsent_bytes - ? WHERE one = 1", (freed,))
+            self._unsent -= freed
             sealed = self._append(
                 conn,
                 PurgePayload(reason, count),
@@ -346,9 +386,8 @@ class Outbox:
     def ack(self, acked_through: int) -> int:
         """HQ holds 1..acked_through: delete exactly those envelopes; return how many."""
         with self._tx() as conn:
-            last_seq, acked = conn.execute(
-                "SELECT last_seq, acked_through FROM head WHERE one = 1"
-            ).fetchone()
+            last_seq = self._head[0]
+            acked = conn.execute("SELECT acked_through FROM head WHERE one = 1").fetchone()[0]
             if acked_through > last_seq:
                 raise AckOutOfRange(
                     f"HQ acknowledged through seq {acked_through}, but this stream has only "
@@ -361,10 +400,9 @@ class Outbox:
                 (acked_through,),
             ).fetchone()
             conn.execute("DELETE FROM envelopes WHERE seq <= ?", (acked_through,))
-            conn.execute(
-                "UPDATE head SET acked_through = ?, unsent_bytes = unsent_bytes - ? WHERE one = 1",
-                (acked_through, freed),
-            )
+            self._persist_head(conn)
+            conn.execute("UPDATE head SET acked_through = ? WHERE one = 1", (acked_through,))
+            self._unsent -= freed
             return int(count)
 
     def dead_letter(self, seq: int, reason: str) -> bool:
@@ -382,9 +420,8 @@ class Outbox:
                 (seq, kind, ts, reason[:500], int(self.clock()), body),
             )
             conn.execute("DELETE FROM envelopes WHERE seq = ?", (seq,))
-            conn.execute(
-                "UPDATE head SET unsent_bytes = unsent_bytes - ? WHERE one = 1", (len(body),)
-            )
+            self._persist_head(conn)
+            self._unsent -= len(body)
             audit.append(conn, "hq-rejection", {"seq": seq, "kind": kind, "reason": reason[:500]})
             return True
 
@@ -405,10 +442,13 @@ class Outbox:
 def read_status(conn: sqlite3.Connection, max_bytes: int) -> OutboxStatus:
     """Status from any connection, read-only ones included (diagnostics)."""
     stream = bytes(conn.execute("SELECT value FROM meta WHERE key = 'stream'").fetchone()[0])
-    last_seq, acked, unsent = conn.execute(
-        "SELECT last_seq, acked_through, unsent_bytes FROM head WHERE one = 1"
+    last_seq, acked = conn.execute(
+        "SELECT last_seq, acked_through FROM head WHERE one = 1"
     ).fetchone()
-    waiting, oldest = conn.execute("SELECT COUNT(*), MIN(ts) FROM envelopes").fetchone()
+    waiting, oldest, newest, unsent = conn.execute(
+        "SELECT COUNT(*), MIN(ts), MAX(seq), COALESCE(SUM(length(body)), 0) FROM envelopes"
+    ).fetchone()
+    last_seq = max(last_seq, newest or 0)
     dead = conn.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
     return OutboxStatus(stream, last_seq + 1, waiting, oldest, acked, unsent, dead, max_bytes)
 

@@ -255,3 +255,37 @@ def test_hybrid_suite_key_sizes_are_enforced() -> None:
 
     with pytest.raises(KeyFormatError, match="1216 bytes"):
         load_pub(HYBRID_SUITE, b"\x01" * 32)
+
+
+@settings(max_examples=100)
+@given(
+    seed=st.integers(0, 2**32),
+    n_items=st.integers(0, 5),
+    purged=st.booleans(),
+    seq=st.integers(2, 2**63),
+)
+def test_model_maps_are_built_in_deterministic_order(
+    seed: int, n_items: int, purged: bool, seq: int
+) -> None:
+    """Sealing skips re-sorting (`dumps_ordered`); this holds it equal to canonical CBOR."""
+    import random
+
+    from agent.envelope import cbor
+    from tests.factories import random_card, random_gtin
+
+    rng = random.Random(seed)
+    p = purchase(random_card(rng), [random_gtin(rng) for _ in range(n_items)])
+    values = [
+        p.to_cbor(),
+        ConsentStatsPayload("2026-11-28", seed % 7, seed % 5, seed % 3).to_cbor(),
+        PurgePayload("max-age", seed).to_cbor(),
+    ]
+    h = header(
+        seq,
+        "purge" if purged else "purchase",
+        os.urandom(32),
+        Purged(1, seq - 1, os.urandom(32)) if purged else None,
+    )
+    values += [h.to_cbor(os.urandom(50)), h.to_cbor(os.urandom(50), os.urandom(64)), h.info()]
+    for v in values:
+        assert cbor.dumps_ordered(v) == cbor.dumps(v)
