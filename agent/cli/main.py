@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from agent.cli import audit_cmd, keys_cmd, outbox_cmd, run_cmd
+from agent.cli import audit_cmd, demo_cmd, keys_cmd, outbox_cmd, run_cmd
 from agent.cli.env import Environment, ExitStatus, exit_status_for
 
 Handler = Callable[[argparse.Namespace, Environment], int]
@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     keys_cmd.register(sub, common)
     outbox_cmd.register(sub, common)
     audit_cmd.register(sub, common)
+    demo_cmd.register(sub, common)
     return parser
 
 

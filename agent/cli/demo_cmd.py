@@ -1,0 +1,19 @@
+"""`cumulus-agent demo`: everything on one machine with no hardware (see agent/demo.py)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from agent.cli.env import Environment
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("demo", help="run the local demo (no hardware, no config needed)")
+    p.set_defaults(handler=_demo)
+
+
+def _demo(args: argparse.Namespace, env: Environment) -> int:
+    from agent import demo
+
+    return demo.main()
