@@ -67,8 +67,14 @@ class AsyncOutbox:
     async def ack(self, acked_through: int) -> int:
         return await self._run(partial(self._outbox.ack, acked_through))
 
-    async def dead_letter(self, seq: int, reason: str) -> bool:
-        return await self._run(partial(self._outbox.dead_letter, seq, reason))
+    async def purges(self) -> list[StoredEnvelope]:
+        return await self._run(self._outbox.purges)
+
+    async def dead_letter(self, seq: int, reason: str, *, bridge: bool = False) -> bool:
+        return await self._run(partial(self._outbox.dead_letter, seq, reason, bridge=bridge))
+
+    async def last_seq(self) -> int:
+        return await self._run(lambda: self._outbox.status().next_seq - 1)
 
     async def status(self) -> OutboxStatus:
         return await self._run(self._outbox.status)

@@ -15,6 +15,8 @@ it on a dedicated thread so the event loop never waits on the disk.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -56,6 +58,10 @@ class OutboxFull(OutboxError):
 
 class OutboxUnavailable(OutboxError):
     """The database cannot be written (disk full, I/O error, locked): recording is off."""
+
+
+class OutboxLocked(OutboxUnavailable):
+    """Another process (normally the daemon) is this stream's writer right now."""
 
 
 class AckOutOfRange(OutboxError):
@@ -148,10 +154,14 @@ class Outbox:
         self.keys = keys
         self.max_bytes = max_bytes
         self.clock = clock
+        self._lock_fd: int | None = None
+        if keys is not None:
+            self._lock_fd = _writer_lock(path)
         try:
             self.conn = connect(path)
             migrate(self.conn)
         except sqlite3.Error as exc:
+            self.close_lock()
             raise OutboxUnavailable(f"cannot open outbox {path}: {exc}") from exc
         self.stream: bytes = bytes(
             self.conn.execute("SELECT value FROM meta WHERE key = 'stream'").fetchone()[0]
@@ -181,6 +191,12 @@ class Outbox:
 
     def close(self) -> None:
         self.conn.close()
+        self.close_lock()
+
+    def close_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
 
     def __enter__(self) -> Outbox:
         return self
@@ -405,8 +421,20 @@ class Outbox:
             self._unsent -= freed
             return int(count)
 
-    def dead_letter(self, seq: int, reason: str) -> bool:
-        """Move an envelope HQ rejected for good out of the queue, keeping it for diagnosis."""
+    def purges(self) -> list[StoredEnvelope]:
+        """Every unsent purge envelope (sync sends each alone, ahead of its turn)."""
+        rows = self.conn.execute(
+            "SELECT seq, kind, ts, body FROM envelopes WHERE kind = 'purge' ORDER BY seq"
+        ).fetchall()
+        return [StoredEnvelope(s, k, t, bytes(b)) for s, k, t, b in rows]
+
+    def dead_letter(self, seq: int, reason: str, *, bridge: bool = False) -> bool:
+        """Move an envelope HQ rejected for good out of the queue, keeping it for diagnosis.
+
+        With `bridge`, also seal a purge envelope for exactly that seq in the same
+        transaction, so HQ sees the gap explained (signed, audited) and acknowledges the
+        envelopes behind it instead of waiting forever.
+        """
         with self._tx() as conn:
             row = conn.execute(
                 "SELECT kind, ts, body FROM envelopes WHERE seq = ?", (seq,)
@@ -422,7 +450,16 @@ class Outbox:
             conn.execute("DELETE FROM envelopes WHERE seq = ?", (seq,))
             self._persist_head(conn)
             self._unsent -= len(body)
-            audit.append(conn, "hq-rejection", {"seq": seq, "kind": kind, "reason": reason[:500]})
+            detail: dict[str, object] = {"seq": seq, "kind": kind, "reason": reason[:500]}
+            if bridge and kind != "purge":
+                bridged = self._append(
+                    conn,
+                    PurgePayload("rejected-by-hq", 1),
+                    purged=Purged(seq, seq, envelope_hash(bytes(body))),
+                    enforce_cap=False,
+                )
+                detail["purge_seq"] = bridged.seq
+            audit.append(conn, "hq-rejection", detail)
             return True
 
     def audit(self, action: str, detail: dict[str, object]) -> None:
@@ -437,6 +474,24 @@ class Outbox:
 
     def all_envelopes(self) -> list[StoredEnvelope]:
         return self.pending(0, limit=-1)
+
+
+def _writer_lock(path: Path) -> int:
+    """Take the stream's writer lock (`<db>.lock`, flock): one sealing process at a time.
+
+    The seq primary key already prevents a fork, but a second writer would make the first one
+    fail its next commit; refusing up front gives the person a clear message instead.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise OutboxLocked(
+            f"{path} is being written by another process (is cumulus-agent run active?)"
+        ) from None
+    return fd
 
 
 def read_status(conn: sqlite3.Connection, max_bytes: int) -> OutboxStatus:

@@ -168,3 +168,36 @@ def test_no_card_number_or_gtin_is_ever_on_disk(tmp_path: Path, sealing_keys: Se
     assert len(blob) > 100_000
     for secret in cards | gtins:
         assert secret.encode() not in blob, "plaintext found at rest"
+
+
+def test_a_second_sealing_writer_is_refused_until_the_first_closes(
+    tmp_path: Path, sealing_keys: SealingKeys
+) -> None:
+    from agent.outbox import OutboxLocked
+
+    with Outbox(tmp_path / "w.db", sealing_keys):
+        with pytest.raises(OutboxLocked, match="another process"):
+            Outbox(tmp_path / "w.db", sealing_keys)
+        with Outbox(tmp_path / "w.db", None) as reader:  # readers need no lock
+            assert reader.status().next_seq == 1
+    with Outbox(tmp_path / "w.db", sealing_keys) as again:
+        assert again.seal_purchase(purchase("2099123456786", [])).seq == 1
+
+
+def test_dead_letter_with_bridge_explains_the_gap_with_a_purge(
+    outbox: Outbox, sealing_keys: SealingKeys
+) -> None:
+    for _ in range(3):
+        outbox.seal_purchase(purchase("2099123456786", []))
+    hash2 = envelope_hash(outbox.all_envelopes()[1].body)
+    assert outbox.dead_letter(2, "signature does not verify", bridge=True)
+    envs = [decode(e.body) for e in outbox.all_envelopes()]
+    assert [e.header.seq for e in envs] == [1, 3, 4]
+    purge = envs[-1]
+    assert purge.header.kind == "purge"
+    assert purge.header.purged is not None
+    assert (purge.header.purged.first_seq, purge.header.purged.last_seq) == (2, 2)
+    assert purge.header.purged.last_hash == hash2
+    assert [e.seq for e in outbox.purges()] == [4]
+    detail = outbox.conn.execute("SELECT detail FROM audit").fetchone()[0]
+    assert '"purge_seq":4' in detail
