@@ -41,7 +41,7 @@ def _sync(args: argparse.Namespace, env: Environment) -> int:
 
 
 async def _drain(
-    ctx: Context, keys: Any, timeout: float, env: Environment, quiet: bool
+    ctx: Context, keys: Any, request_timeout: float, env: Environment, quiet: bool
 ) -> tuple[SyncState, int]:
     hq = ctx.config.hq
     outbox = await AsyncOutbox.open(ctx.db_path, keys, max_bytes=ctx.config.outbox.max_bytes)
@@ -56,7 +56,11 @@ async def _drain(
                 print(f"\r[{bar}] {done}/{total}", end="", file=env.stdout, flush=True)
 
         async with SyncClient(
-            outbox, ctx.config.terminal.id, hq.url, ca_file=hq.ca_file, total_timeout=timeout
+            outbox,
+            ctx.config.terminal.id,
+            hq.url,
+            ca_file=hq.ca_file,
+            total_timeout=request_timeout,
         ) as client:
             state = await client.drain(progress)
         if show:

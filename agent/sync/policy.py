@@ -21,9 +21,9 @@ Rules (envelope-v1 "Transport"):
 from __future__ import annotations
 
 import random
-from email.utils import parsedate_to_datetime
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from typing import Protocol, TypeVar
 
 MAX_BATCH = 1000
