@@ -137,6 +137,7 @@ class Session:
     parked_basket: int | None = None
     seq_of_change: int = 0
     last_outcome: Outcome | None = field(default=None)
+    decisions: int = 0  # concluded prompts so far: the page flashes each new one
 
     # --- the one entry point ----------------------------------------------------------------
 
@@ -162,6 +163,7 @@ class Session:
             "outcome": self.outcome,
             "last_outcome": self.last_outcome,
             "basket_waiting": self.parked_basket is not None,
+            "decision_no": self.decisions,
             "version": self.seq_of_change,
         }
 
@@ -191,6 +193,7 @@ class Session:
     def _conclude(self, outcome: Outcome, at: float, wall: float) -> list[Effect]:
         self.outcome = outcome
         self.last_outcome = outcome
+        self.decisions += 1
         self.decided_wall = wall
         self.latency_ms = max(0, int((at - self.opened_at) * 1000))
         out: list[Effect] = [Count(outcome, wall)]
