@@ -12,6 +12,7 @@ import contextlib
 import html
 import json
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from pathlib import Path
@@ -218,9 +219,14 @@ async def serve(
     await runner.setup()
     await web.TCPSite(runner, host, port, reuse_address=True).start()
     if socket_path is not None:
-        with contextlib.suppress(FileNotFoundError):
-            socket_path.unlink()
-        socket_path.parent.mkdir(parents=True, exist_ok=True)
+        _clear_socket(socket_path)
         await web.UnixSite(runner, str(socket_path)).start()
-        socket_path.chmod(0o660)
+        os.chmod(socket_path, 0o660)
     return runner
+
+
+def _clear_socket(path: Path) -> None:
+    """A stale socket from a killed agent would make bind() fail: remove it first."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    os.makedirs(path.parent, exist_ok=True)

@@ -21,7 +21,7 @@ from pathlib import Path
 from aiohttp import web
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
-PAGE_TOKEN_HEADER = "X-Page-Token"
+PAGE_TOKEN_HEADER = "X-Page-Token"  # noqa: S105 - a header name, not a secret
 
 
 def allowed_hosts(port: int | None) -> frozenset[str]:

@@ -68,7 +68,7 @@ async def test_basket_waits_for_the_page_decision(agent: Agent) -> None:
 async def test_timeout_means_skip_over_http(tmp_path: Path, sealing_keys: SealingKeys) -> None:
     async with running_agent(tmp_path, sealing_keys, timeout_s=1.0) as a:
         await a.post("/v1/card", {"card": CARD})
-        status, body = await asyncio.wait_for(a.post("/v1/basket", VALID_BASKET), 10)
+        _status, body = await asyncio.wait_for(a.post("/v1/basket", VALID_BASKET), 10)
         assert body == {"recorded": False, "reason": "no answer (timeout means skip)"}
 
 
