@@ -66,6 +66,10 @@ def hq_key_pair(suite: str = X25519_SUITE, kid: str = "hq-2026a") -> HqKeyPair:
     return HqKeyPair(suite, kid, priv, pub)
 
 
+#: Loopback, port 9 (discard): tests never resolve or reach a name outside this machine.
+HQ_URL = "https://127.0.0.1:9"
+
+
 def write_config(
     directory: Path, hq: HqKeyPair, extra: str = "", *, terminal: str = "0042-07"
 ) -> Path:
@@ -79,7 +83,7 @@ store = "0042"
 state_dir = "state"
 
 [hq]
-url = "https://hq.example.ch"
+url = "{HQ_URL}"
 enc_kid = "{hq.kid}"
 enc_suite = "{hq.suite}"
 enc_public_key = "{hq.public_b64}"

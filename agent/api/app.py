@@ -21,7 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from agent.api.basket import MAX_BODY, BodyError, parse_basket, parse_card_body, parse_decision
-from agent.api.checkout import Checkout
+from agent.api.checkout import CLOSING, Checkout
 from agent.api.metrics import Metrics
 from agent.api.security import Guard, PageTokens, allowed_hosts
 from drivers.cards import check_card
@@ -124,6 +124,8 @@ async def events(request: web.Request) -> web.StreamResponse:
                 await resp.write(b": keepalive\n\n")
                 continue
             await resp.write(f"event: session\ndata: {json.dumps(view)}\n\n".encode())
+            if view is CLOSING:
+                break
     except (ConnectionResetError, asyncio.CancelledError):
         pass
     finally:

@@ -46,6 +46,8 @@ from drivers.cards import mask
 log = logging.getLogger("cumulus.checkout")
 
 UNAVAILABLE = "recording unavailable"
+SHUTTING_DOWN = "recording unavailable: agent is shutting down"
+CLOSING: dict[str, Any] = {"state": "closing"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,9 +244,17 @@ class Checkout:
         self._apply(Tick(self.monotonic(), self.wall()))
 
     async def drain(self) -> None:
-        """Stop taking cards and wait for commits in progress (graceful shutdown)."""
+        """Graceful shutdown: no new cards, finish the commits in progress, then answer every
+        basket still waiting for a decision (nothing recorded for those) and close the pages'
+        event streams."""
         self.accepting = False
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
         if self._timer is not None:
             self._timer.cancel()
+            self._timer = None
+        for bid in list(self._baskets):
+            self._answer(bid, BasketResult(False, reason=SHUTTING_DOWN, unavailable=True))
+        for q in list(self._watchers):
+            with contextlib.suppress(asyncio.QueueFull):
+                q.put_nowait(CLOSING)

@@ -10,7 +10,15 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from agent.cli import audit_cmd, demo_cmd, keys_cmd, outbox_cmd, run_cmd, sync_cmd
+from agent.cli import (
+    audit_cmd,
+    demo_cmd,
+    keys_cmd,
+    outbox_cmd,
+    readers_cmd,
+    run_cmd,
+    sync_cmd,
+)
 from agent.cli.env import Environment, ExitStatus, exit_status_for
 
 Handler = Callable[[argparse.Namespace, Environment], int]
@@ -44,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit_cmd.register(sub, common)
     demo_cmd.register(sub, common)
     sync_cmd.register(sub, common)
+    readers_cmd.register(sub, common)
     return parser
 
 

@@ -76,6 +76,9 @@ class AsyncOutbox:
     async def last_seq(self) -> int:
         return await self._run(lambda: self._outbox.status().next_seq - 1)
 
+    async def audit(self, action: str, detail: dict[str, object]) -> None:
+        await self._run(partial(self._outbox.audit, action, detail))
+
     async def status(self) -> OutboxStatus:
         return await self._run(self._outbox.status)
 

@@ -66,6 +66,6 @@ async def running_agent(
         yield Agent(f"http://127.0.0.1:{port}", port, checkout, outbox, http, sock)
     finally:
         await http.close()
+        await checkout.drain()  # closes the pages' event streams, so cleanup need not wait
         await runner.cleanup()
-        await checkout.drain()
         await outbox.close()

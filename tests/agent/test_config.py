@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from agent import config
 from agent.config import ConfigError, PcscReaderConfig, SerialReaderConfig
 from tests.conftest import CliRunner
-from tests.factories import HqKeyPair, write_config
+from tests.factories import HQ_URL, HqKeyPair, write_config
 
 
 def test_minimal_config_loads_with_defaults(agent_config: Path) -> None:
@@ -112,7 +112,7 @@ def _write(tmp_path: Path, hq: HqKeyPair, spec: str) -> Path:
         path = write_config(tmp_path, hq, value if name in ("EXTRA", "HQ_EXTRA") else "")
         text = path.read_text()
         if name == "HQ_URL":
-            text = text.replace("https://hq.example.ch", value)
+            text = text.replace(HQ_URL, value)
         if name == "HQ_KEY":
             text = text.replace(hq.public_b64, value)
         path.write_text(text)
@@ -153,7 +153,7 @@ def test_unreadable_referenced_file_is_refused(tmp_path: Path, hq_keys: HqKeyPai
 def test_http_is_allowed_for_loopback(tmp_path: Path, hq_keys: HqKeyPair) -> None:
     path = write_config(tmp_path, hq_keys)
     for url in ("http://127.0.0.1:8443", "http://localhost", "http://[::1]:9"):
-        path.write_text(path.read_text().replace("https://hq.example.ch", url))
+        path.write_text(path.read_text().replace(HQ_URL, url))
         assert config.load(path).hq.url == url
         path = write_config(tmp_path, hq_keys)
 

@@ -75,17 +75,11 @@ def test_audit_records_key_actions_and_verifies(agent_config: Path, cli: CliRunn
     assert json.loads(r.stdout) == {"ok": True, "rows": 2, "problems": []}
 
 
-def test_run_validates_config_key_and_outbox_then_says_the_daemon_is_missing(
-    agent_config: Path, cli: CliRunner
-) -> None:
-    assert cli("run", "--config", str(agent_config)).status == 69  # no key yet
-    cli("keys", "init", "--config", str(agent_config))
+def test_run_refuses_to_start_without_a_signing_key(agent_config: Path, cli: CliRunner) -> None:
+    """The daemon itself is exercised as a subprocess in tests/agent/test_daemon.py."""
     r = cli("run", "--config", str(agent_config))
     assert r.status == 69
-    assert "configuration valid: terminal 0042-07" in r.stderr
-    assert "not part of this build" in r.stderr
-    audit = json.loads(cli("audit", "verify", "--json", "--config", str(agent_config)).stdout)
-    assert audit["rows"] == 2  # key-made, config-loaded
+    assert "keys init" in r.stderr
 
 
 def test_outbox_status_reports_counts_without_content(agent_config: Path, cli: CliRunner) -> None:
