@@ -70,8 +70,12 @@ class AsyncOutbox:
     async def purges(self) -> list[StoredEnvelope]:
         return await self._run(self._outbox.purges)
 
-    async def dead_letter(self, seq: int, reason: str, *, bridge: bool = False) -> bool:
-        return await self._run(partial(self._outbox.dead_letter, seq, reason, bridge=bridge))
+    async def dead_letter(
+        self, seq: int, reason: str, *, bridge: bool = False, purge_reason: str = "rejected-by-hq"
+    ) -> bool:
+        return await self._run(
+            partial(self._outbox.dead_letter, seq, reason, bridge=bridge, purge_reason=purge_reason)
+        )
 
     async def last_seq(self) -> int:
         return await self._run(lambda: self._outbox.status().next_seq - 1)

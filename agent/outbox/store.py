@@ -428,7 +428,9 @@ class Outbox:
         ).fetchall()
         return [StoredEnvelope(s, k, t, bytes(b)) for s, k, t, b in rows]
 
-    def dead_letter(self, seq: int, reason: str, *, bridge: bool = False) -> bool:
+    def dead_letter(
+        self, seq: int, reason: str, *, bridge: bool = False, purge_reason: str = "rejected-by-hq"
+    ) -> bool:
         """Move an envelope HQ rejected for good out of the queue, keeping it for diagnosis.
 
         With `bridge`, also seal a purge envelope for exactly that seq in the same
@@ -437,11 +439,11 @@ class Outbox:
         """
         with self._tx() as conn:
             row = conn.execute(
-                "SELECT kind, ts, body FROM envelopes WHERE seq = ?", (seq,)
+                "SELECT kind, ts, body, hash FROM envelopes WHERE seq = ?", (seq,)
             ).fetchone()
             if row is None:
                 return False
-            kind, ts, body = row
+            kind, ts, body, digest = row
             conn.execute(
                 "INSERT OR REPLACE INTO dead_letters (seq, kind, ts, reason, rejected_at, body) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
@@ -454,8 +456,9 @@ class Outbox:
             if bridge and kind != "purge":
                 bridged = self._append(
                     conn,
-                    PurgePayload("rejected-by-hq", 1),
-                    purged=Purged(seq, seq, envelope_hash(bytes(body))),
+                    PurgePayload(purge_reason, 1),
+                    # the hash recorded when it was sealed: the body may be corrupt since
+                    purged=Purged(seq, seq, bytes(digest)),
                     enforce_cap=False,
                 )
                 detail["purge_seq"] = bridged.seq

@@ -29,8 +29,8 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from agent.envelope import cbor
-from agent.envelope.errors import DecodeError
+from agent.envelope import cbor, decode
+from agent.envelope.errors import DecodeError, EnvelopeError
 from agent.outbox import AckOutOfRange, AsyncOutbox, StoredEnvelope
 from agent.sync.policy import Answer, Rejection, SyncPolicy, parse_retry_after
 
@@ -196,6 +196,8 @@ class SyncClient:
         batch = self.policy.next_batch(pending, purges)
         if not batch:
             return False
+        if await self._quarantine_corrupt(batch):
+            return True  # the batch changed: plan it again
         answer = await self._post(batch)
         last_seq = await self.outbox.last_seq()
         try:
@@ -210,10 +212,29 @@ class SyncClient:
             await self.outbox.dead_letter(r.seq, r.reason, bridge=True)
             self.state.dead_lettered += 1
             self._rejected(r)
-        for r in outcome.retry_later:
-            self._rejected(r)
+        for r in outcome.retry_later:  # usually the echo of the gap before them: resent later
+            log.info("HQ will take envelope seq %d later: %s", r.seq, r.reason)
         self._succeeded()
         return outcome.progress or (len(batch) == 1 and batch[0].kind == "purge")
+
+    async def _quarantine_corrupt(self, batch: Sequence[StoredEnvelope]) -> bool:
+        """Check our own envelopes before they leave: one damaged at rest (disk error, a
+        flipped byte) would make HQ refuse the whole batch, forever. Such an envelope is
+        dead-lettered and bridged with a purge envelope, like an HQ rejection."""
+        found = False
+        for env in batch:
+            problem = _local_problem(env, self.terminal, self.outbox.stream)
+            if problem is not None:
+                log.error("envelope seq %d is damaged at rest (%s): quarantined", env.seq, problem)
+                await self.outbox.dead_letter(
+                    env.seq,
+                    f"damaged at rest: {problem}",
+                    bridge=True,
+                    purge_reason="damaged-at-rest",
+                )
+                self.state.dead_lettered += 1
+                found = True
+        return found
 
     async def _ack(self, through: int) -> None:
         try:
@@ -328,6 +349,16 @@ class SyncClient:
     def _fatal(self, message: str) -> None:
         log.error("sync stopped trusting HQ's view of the stream: %s", message)
         self.state.fatal = message
+
+
+def _local_problem(env: StoredEnvelope, terminal: str, stream: bytes) -> str | None:
+    try:
+        header = decode(env.body).header
+    except EnvelopeError as exc:
+        return exc.reason
+    if header.seq != env.seq or header.stream != stream or header.terminal != terminal:
+        return "its header does not match its place in the outbox"
+    return None
 
 
 def _uint(data: dict[str, Any], key: str) -> int:
