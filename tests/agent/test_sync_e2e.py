@@ -63,9 +63,9 @@ async def rig(tmp_path: Path, sealing_keys: SealingKeys, hq_keys: HqKeyPair) -> 
             await rig.outbox.close()
 
 
-async def until(check: Callable[[], bool | Awaitable[bool]], timeout: float = 30.0) -> None:
+async def until(check: Callable[[], bool | Awaitable[bool]], limit_s: float = 30.0) -> None:
     """Wait for a condition; generous limit, never a timing assertion."""
-    end = time.monotonic() + timeout
+    end = time.monotonic() + limit_s
     while time.monotonic() < end:
         result = check()
         if result if isinstance(result, bool) else await result:
@@ -103,7 +103,7 @@ async def test_a_new_envelope_is_sent_at_once_not_at_the_next_poll(rig: Rig) -> 
         await asyncio.sleep(0.2)  # the client is now idle, waiting up to 30 s for work
         await rig.seal(1)
         client.notify()
-        await until(lambda: rig.stored() == [1], timeout=5.0)  # far below the 30 s idle wait
+        await until(lambda: rig.stored() == [1], limit_s=5.0)  # far below the 30 s idle wait
         task.cancel()
 
 
