@@ -7,12 +7,15 @@ stdout, diagnostics to stderr; `--json` gives machines a stable shape.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Callable, Sequence
 
 from agent.cli import (
     audit_cmd,
+    bundle_cmd,
     demo_cmd,
+    diag_cmd,
     keys_cmd,
     outbox_cmd,
     readers_cmd,
@@ -53,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo_cmd.register(sub, common)
     sync_cmd.register(sub, common)
     readers_cmd.register(sub, common)
+    diag_cmd.register(sub, common)
+    bundle_cmd.register(sub, common)
     return parser
 
 
@@ -61,7 +66,8 @@ def run(argv: Sequence[str] | None = None, env: Environment | None = None) -> in
     env = env or Environment()
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        with contextlib.redirect_stdout(env.stdout):  # --help goes to the given stream
+            args = parser.parse_args(argv)
     except _UsageError as exc:
         env.err(str(exc))
         return ExitStatus.USAGE
