@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(gcc python3-dev libpcsclite-dev pcscd pcsc-tools vsmartcard-vpcd chromium systemd)
+APT_PACKAGES=(gcc python3-dev libpcsclite-dev pcscd pcsc-tools vsmartcard-vpcd chromium systemd postgresql)
 [ -n "${EXTRA_APT:-}" ] && APT_PACKAGES+=(${EXTRA_APT})
 
 missing=()
