@@ -156,14 +156,15 @@ class Demo:
                     await self._basket(http, view)
 
     async def _basket(self, http: aiohttp.ClientSession, view: dict[str, Any]) -> None:
-        items = [
+        items: list[dict[str, Any]] = [
             {"gtin": g, "qty": 1000 * self.rng.randint(1, 3), "amount": self.rng.randint(50, 2500)}
             for g in self.rng.sample(DEMO_GTINS, self.rng.randint(1, 3))
         ]
+        total = sum(int(i["amount"]) for i in items)
         basket = {
             "receipt": f"R{self.rng.randint(10000, 99999)}",
             "currency": "CHF",
-            "total": sum(i["amount"] for i in items),
+            "total": total,
             "items": items,
         }
         async with http.post(self.api + "/v1/basket", json=basket) as r:
@@ -172,7 +173,7 @@ class Demo:
         self.answers[key] += 1
         seq = f" as seq {answer['seq']}" if answer.get("recorded") else ""
         who = view.get("card") or "a customer who declined (card already forgotten)"
-        self.say(f"POS: basket CHF {basket['total'] / 100:.2f} for {who}: {key}{seq}")
+        self.say(f"POS: basket CHF {total / 100:.2f} for {who}: {key}{seq}")
 
     # --- presenting cards ------------------------------------------------------------------
 

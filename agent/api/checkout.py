@@ -135,7 +135,9 @@ class Checkout:
         self._apply(Voided(self.monotonic(), self.wall()))
 
     def view(self) -> dict[str, Any]:
-        return self.session.view(self.monotonic(), mask)
+        view = self.session.view(self.monotonic(), mask)
+        view["recording_failures"] = self.stats.unavailable  # the page flashes each new one
+        return view
 
     # --- watchers (SSE) ---------------------------------------------------------------------
 
@@ -209,6 +211,7 @@ class Checkout:
             self._answer(
                 effect.basket_id, BasketResult(False, reason=UNAVAILABLE, unavailable=True)
             )
+            self._broadcast()
             return
         self.stats.sealed += 1
         self._answer(effect.basket_id, BasketResult(True, seq=sealed.seq))
@@ -255,6 +258,12 @@ class Checkout:
             self._timer = None
         for bid in list(self._baskets):
             self._answer(bid, BasketResult(False, reason=SHUTTING_DOWN, unavailable=True))
+        self.close_watchers()
+
+    def close_watchers(self) -> None:
+        """Tell every open event stream that the agent is stopping (it then ends)."""
         for q in list(self._watchers):
-            with contextlib.suppress(asyncio.QueueFull):
-                q.put_nowait(CLOSING)
+            if q.full():
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    q.get_nowait()
+            q.put_nowait(CLOSING)

@@ -213,6 +213,7 @@ async def test_outbox_full_gives_a_fast_503_and_the_agent_keeps_serving(
         await a.post("/v1/decision", {"decision": "record"})
         status, body = await a.post("/v1/basket", VALID_BASKET)
         assert (status, body) == (503, {"recorded": False, "reason": "recording unavailable"})
+        assert a.checkout.view()["recording_failures"] == 1  # the page flashes it too
         async with a.http.get(a.url + "/healthz") as r:
             assert r.status == 200
 
