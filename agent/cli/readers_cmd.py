@@ -14,8 +14,9 @@ import contextlib
 import fnmatch
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from agent import config as config_mod
 from agent.cli.context import Context
@@ -194,25 +195,35 @@ def _watch(args: argparse.Namespace, env: Environment) -> int:
     return ExitStatus.OK
 
 
+def printer(as_json: bool, unmask: bool, out: TextIO) -> Callable[[CardRead], None]:
+    """One line per read: JSON (`reader`, `source`, `card`, `at`, `symbology`) or text."""
+
+    def emit(read: CardRead) -> None:
+        if as_json:
+            print(json.dumps(read.to_json(unmask=unmask)), file=out, flush=True)
+        else:
+            card = read.card if unmask else read.masked
+            sym = f" {read.symbology}" if read.symbology else ""
+            print(
+                f"{read.at.isoformat(timespec='milliseconds')} {read.source:<6} "
+                f"{read.reader}: {card}{sym}",
+                file=out,
+                flush=True,
+            )
+
+    return emit
+
+
 async def _watch_async(
     drivers: list[ReaderDriver], args: argparse.Namespace, env: Environment
 ) -> None:
     done = asyncio.Event()
     seen = 0
+    show = printer(args.json, args.unmask, env.stdout)
 
     def emit(read: CardRead) -> None:
         nonlocal seen
-        if args.json:
-            print(json.dumps(read.to_json(unmask=args.unmask)), file=env.stdout, flush=True)
-        else:
-            card = read.card if args.unmask else read.masked
-            sym = f" {read.symbology}" if read.symbology else ""
-            print(
-                f"{read.at.isoformat(timespec='milliseconds')} {read.source:<6} "
-                f"{read.reader}: {card}{sym}",
-                file=env.stdout,
-                flush=True,
-            )
+        show(read)
         seen += 1
         if args.count and seen >= args.count:
             done.set()

@@ -44,6 +44,13 @@ def _m001_initial(db: sqlite_utils.Database) -> None:
     for stmt in audit.SCHEMA.split(";"):
         if stmt.strip():
             db.conn.execute(stmt)
+    # The chain head follows every insert in the same statement's transaction, so losing the
+    # newest row (a damaged file, a deleted row) can never make the agent re-issue its seq.
+    db.conn.execute(
+        "CREATE TRIGGER envelopes_head AFTER INSERT ON envelopes BEGIN "
+        "UPDATE head SET last_seq = NEW.seq, last_hash = NEW.hash "
+        "WHERE one = 1 AND NEW.seq > last_seq; END"
+    )
     db.conn.execute("INSERT INTO meta (key, value) VALUES ('stream', ?)", (os.urandom(16),))
     db.conn.execute(
         "INSERT INTO head (one, last_seq, last_hash, acked_through) VALUES (1, 0, ?, 0)",

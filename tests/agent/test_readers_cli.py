@@ -78,3 +78,45 @@ def test_list_works_without_a_config_and_matches_configured_readers(
     ]
     human = cli("readers", "list", "--config", str(agent_config))
     assert "✗ serial /dev/ttyNOPE9" in human.stdout
+
+
+async def test_watch_json_over_1000_faulty_mixed_scans_reports_exactly_the_valid_ones(
+    tmp_path: Path,
+) -> None:
+    """The stub sends 1,000 scans in mixed framings with every fault on (and two unplugs);
+    `readers watch --json`'s output lists exactly the valid ones, in order, once each."""
+    import io
+
+    from agent.cli.readers_cmd import printer
+    from drivers.serial import SerialReader
+    from tests.drivers.helpers import Settler, card_number, online, wait_until
+    from tests.drivers.test_end_to_end import FAULTY  # the same fault mix as the driver tests
+
+    out = io.StringIO()
+    sent = []
+    settler = Settler()
+    async with SerialStub(
+        link=tmp_path / "scanner", framing="mixed", faults=FAULTY, seed=7, settle=settler
+    ) as stub:
+        reader = SerialReader(str(tmp_path / "scanner"), stub.path, framing="auto", gap_s=0.02)
+        settler.reader, settler.stub = reader, stub
+        task = asyncio.create_task(reader.run(printer(True, False, out)))
+        try:
+            await online(reader)
+            for n in range(1000):
+                if n in (400, 800):
+                    await settler()
+                    wanted = reader.stats.reconnects + 1
+                    await stub.unplug(0.2)
+                    await wait_until(lambda w=wanted: reader.stats.reconnects == w)
+                sent.append(await stub.scan(card_number(n)))
+            await settler()
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    expected = [s.payload for s in sent if s.readable]
+    masked = [c[:4] + "*******" + c[-2:] for c in expected]
+    assert [r["card"] for r in lines] == masked  # in order, none twice, none invented
+    assert len(expected) < 1000  # the faults really destroyed some
+    assert {s.framing for s in sent} == {"crlf", "stx-etx", "aim", "magstripe"}
