@@ -10,10 +10,12 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Callable
-
-import sqlite_utils
+from typing import TYPE_CHECKING
 
 from agent import audit
+
+if TYPE_CHECKING:  # imported lazily: it costs ~5 MB of RSS, needed only to migrate
+    import sqlite_utils
 
 
 class SchemaTooNew(Exception):
@@ -65,13 +67,17 @@ MIGRATIONS: tuple[tuple[str, Callable[[sqlite_utils.Database], None]], ...] = (
 
 def migrate(conn: sqlite3.Connection) -> list[str]:
     """Bring the schema up to date; return the names of the migrations applied."""
-    db = sqlite_utils.Database(conn)
     applied: list[str] = []
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version > len(MIGRATIONS):
         raise SchemaTooNew(
             f"database schema version {version} is newer than this agent ({len(MIGRATIONS)})"
         )
+    if version == len(MIGRATIONS):
+        return applied
+    import sqlite_utils
+
+    db = sqlite_utils.Database(conn)
     for number, (name, step) in enumerate(MIGRATIONS, start=1):
         if number <= version:
             continue

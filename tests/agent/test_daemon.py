@@ -121,3 +121,42 @@ def test_vanished_reader_and_hq_down_leave_the_api_serving(rig: DaemonRig) -> No
     state = asyncio.run(check())
     assert state["readers"]["lane-scanner"]["state"] == "offline"  # type: ignore[index]
     assert rig.proc is not None and rig.proc.poll() is None
+
+
+def test_sighup_reloads_the_readers_and_a_bad_file_keeps_the_old_ones(rig: DaemonRig) -> None:
+    rig.prepare()
+    rig.start()
+    rig.wait_for("READY=1")
+    assert rig.proc is not None
+    master, slave = os.openpty()
+    try:
+        text = rig.config.read_text()
+        rig.config.write_text(
+            text + f'\n[[readers]]\nkind = "serial"\n'
+            f'port = "{os.ttyname(slave)}"\nname = "new-scanner"\n'
+        )
+        os.kill(rig.proc.pid, signal.SIGHUP)
+
+        async def readers() -> dict[str, object]:
+            async with aiohttp.ClientSession() as http:
+                for _ in range(100):
+                    async with http.get(rig.url + "/v1/agent/state") as r:
+                        state = await r.json()
+                    if state["readers"]:
+                        return dict(state["readers"])
+                    await asyncio.sleep(0.1)
+            return {}
+
+        assert list(asyncio.run(readers())) == ["new-scanner"]
+        rig.config.write_text("this is not toml")
+        os.kill(rig.proc.pid, signal.SIGHUP)
+        for _ in range(200):  # wait for the reload attempt to be logged
+            if "config refused" in rig.log():
+                break
+            time.sleep(0.05)
+        assert list(asyncio.run(readers())) == ["new-scanner"]
+        assert rig.proc.poll() is None
+        assert "config refused, keeping the running readers" in rig.log()
+    finally:
+        os.close(master)
+        os.close(slave)
