@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: test demo bootstrap lint types pytest bench clean
+.PHONY: test demo bootstrap lint types pytest bench fuzz clean
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -24,6 +24,13 @@ test: lint types pytest
 
 demo: bootstrap
 	$(PY) -m agent.demo
+
+# The same hypothesis fuzz targets as in `make test`, with 50x the examples.
+FUZZ_TARGETS := tests/drivers/test_decoder_properties.py tests/agent/test_envelope.py \
+	tests/agent/test_config.py tests/agent/test_api.py tests/agent/test_session.py \
+	tests/hq/test_fuzz.py tests/drivers/test_apdu.py
+fuzz: bootstrap
+	CUMULUS_FUZZ_SCALE=$${CUMULUS_FUZZ_SCALE:-50} $(PY) -m pytest -q $(FUZZ_TARGETS)
 
 bench: bootstrap
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from agent.outbox import SealingKeys
 from tests.agent.api_rig import VALID_BASKET, Agent, running_agent
+from tests.fuzzing import scaled
 
 CARD = "2099123456786"
 
@@ -219,7 +220,9 @@ async def test_outbox_full_gives_a_fast_503_and_the_agent_keeps_serving(
 
 
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=scaled(60),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(
     st.recursive(

@@ -13,6 +13,7 @@ from agent import config
 from agent.config import ConfigError, PcscReaderConfig, SerialReaderConfig
 from tests.conftest import CliRunner
 from tests.factories import HQ_URL, HqKeyPair, write_config
+from tests.fuzzing import scaled
 
 
 def test_minimal_config_loads_with_defaults(agent_config: Path) -> None:
@@ -187,7 +188,7 @@ def test_every_command_validates_config_run_included(tmp_path: Path, cli: CliRun
         assert "terminal.store: missing required key" in r.stderr
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=scaled(200), suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.text(max_size=300))
 def test_arbitrary_text_is_either_a_config_or_a_config_error(tmp_path: Path, text: str) -> None:
     path = tmp_path / "fuzz.toml"
@@ -198,7 +199,7 @@ def test_arbitrary_text_is_either_a_config_or_a_config_error(tmp_path: Path, tex
         assert "\n" not in str(exc)
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=scaled(200), suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     st.dictionaries(
         st.sampled_from(["id", "store", "state_dir", "x"]),

@@ -31,6 +31,7 @@ from agent.envelope import (
 from agent.envelope.suites import HYBRID_SUITE, SUITE_NAMES, X25519_SUITE, load_private_key
 from agent.envelope.suites import load_public_key as load_pub
 from tests.factories import hq_key_pair, purchase
+from tests.fuzzing import scaled
 
 SIGNER = Ed25519PrivateKey.generate()
 KID = sig_kid(SIGNER.public_key())
@@ -207,7 +208,7 @@ def test_decode_rejects_non_deterministic_encodings() -> None:
         decode(canonical[:-5])
 
 
-@settings(max_examples=300)
+@settings(max_examples=scaled(300))
 @given(st.binary(max_size=600))
 def test_decoding_arbitrary_bytes_only_ever_raises_decode_error(data: bytes) -> None:
     try:
@@ -216,7 +217,7 @@ def test_decoding_arbitrary_bytes_only_ever_raises_decode_error(data: bytes) -> 
         pass
 
 
-@settings(max_examples=200)
+@settings(max_examples=scaled(200))
 @given(st.data())
 def test_decoding_mutated_envelopes_only_ever_raises_envelope_errors(data: st.DataObject) -> None:
     body = bytearray(_BODY)
@@ -257,7 +258,7 @@ def test_hybrid_suite_key_sizes_are_enforced() -> None:
         load_pub(HYBRID_SUITE, b"\x01" * 32)
 
 
-@settings(max_examples=100)
+@settings(max_examples=scaled(100))
 @given(
     seed=st.integers(0, 2**32),
     n_items=st.integers(0, 5),

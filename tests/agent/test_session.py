@@ -25,6 +25,7 @@ from agent.session import (
     Tick,
     Voided,
 )
+from tests.fuzzing import scaled
 
 CARD = "2099123456786"
 
@@ -143,7 +144,7 @@ events = st.one_of(
 )
 
 
-@settings(max_examples=500)
+@settings(max_examples=scaled(500))
 @given(st.lists(st.tuples(events, st.floats(0, 30)), max_size=40))
 def test_nothing_is_recorded_without_an_explicit_record_and_every_basket_is_answered(
     steps: list[tuple[str, float]],

@@ -23,8 +23,11 @@ from firmware_stubs.framing import (
 from firmware_stubs.serial_stub import NOISE_BYTES
 from tests.drivers import test_aim, test_auto, test_crlf, test_magstripe, test_stx_etx
 from tests.drivers.helpers import CARD, byte_at_a_time, card_number, decode, events_of
+from tests.fuzzing import scaled
 
-PROPERTY = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPERTY = settings(
+    max_examples=scaled(400), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 DEVICE_FRAMINGS = ("crlf", "stx-etx", "aim", "magstripe")
 
 options_st = st.builds(

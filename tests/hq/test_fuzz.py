@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.factories import hq_key_pair
+from tests.fuzzing import scaled
 from tests.hq.support import (
     CBOR,
     Reply,
@@ -135,7 +136,7 @@ def bodies(valid: list[bytes]) -> st.SearchStrategy[bytes]:
 
 
 @settings(
-    max_examples=300,
+    max_examples=scaled(300),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
