@@ -63,9 +63,8 @@ async def test_disk_full_gives_fast_503_keeps_serving_and_recovers(
 ) -> None:
     state = tmp_path / "state"
     state.mkdir()
-    subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=6m,mode=0700", "tmpfs", str(state)], check=True
-    )
+    mount = ["mount", "-t", "tmpfs", "-o", "size=6m,mode=0700", "tmpfs", str(state)]
+    subprocess.run(mount, check=True)  # noqa: ASYNC221 - before anything runs
     rig = DaemonRig(tmp_path, hq_keys)
     try:
         async with running_hq(tmp_path / "hq", hq_key=hq_keys) as hq:
@@ -122,4 +121,4 @@ async def test_disk_full_gives_fast_503_keeps_serving_and_recovers(
             assert rig.proc is not None and rig.proc.poll() is None
     finally:
         rig.stop()
-        subprocess.run(["umount", "-l", str(state)], check=False)
+        subprocess.run(["umount", "-l", str(state)], check=False)  # noqa: ASYNC221
