@@ -32,8 +32,10 @@ FUZZ_TARGETS := tests/drivers/test_decoder_properties.py tests/agent/test_envelo
 fuzz: bootstrap
 	CUMULUS_FUZZ_SCALE=$${CUMULUS_FUZZ_SCALE:-50} $(PY) -m pytest -q $(FUZZ_TARGETS)
 
+# Every benchmark: bench/results.json, bench/results.png and the README's table.
 bench: bootstrap
-	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	@$(PY) -c "import matplotlib" 2>/dev/null || $(PY) -m pip install -q -e '.[test,bench]'
+	$(PY) bench/run_all.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis artifacts
