@@ -39,6 +39,7 @@ from agent.api.security import load_pos_token
 from agent.config import Config
 from agent.notify import Notifier
 from agent.outbox import DB_NAME, AsyncOutbox, OutboxError, SealingKeys
+from agent.outbox.recovery import check_file
 from agent.sync import SyncClient
 from drivers.events import CardRead
 
@@ -91,10 +92,16 @@ class Daemon:
         sealing = SealingKeys.build(
             cfg.terminal.id, key.private, cfg.hq.enc_kid, cfg.hq.enc_suite, cfg.hq.enc_public_key
         )
-        outbox = self.outbox = await AsyncOutbox.open(
-            cfg.terminal.state_dir / DB_NAME, sealing, max_bytes=cfg.outbox.max_bytes
-        )
+        db = cfg.terminal.state_dir / DB_NAME
+        damaged = check_file(db)  # never build on (or crash-loop over) a damaged file
+        outbox = self.outbox = await AsyncOutbox.open(db, sealing, max_bytes=cfg.outbox.max_bytes)
         try:
+            if damaged is not None:
+                await outbox.audit(
+                    "database-quarantined",
+                    {"moved_to": str(damaged.directory), "reason": damaged.reason[:300]},
+                )
+            await outbox.explain_missing()
             await outbox.audit(
                 "config-loaded",
                 {

@@ -90,6 +90,21 @@ def check_key(config: Config) -> Finding:
     return ok("signing key", f"present, mode 0600, sig_kid {key.sig_kid}")
 
 
+def check_quarantine(config: Config) -> Finding:
+    from agent.outbox.recovery import quarantined
+
+    found = quarantined(config.terminal.state_dir)
+    if not found:
+        return ok("quarantine", "no damaged database set aside")
+    last = found[-1]
+    return warn(
+        "quarantine",
+        f"{len(found)} damaged database(s) set aside, last: {last['dir']} ({last['reason']})",
+        "the agent runs on a new stream; send 'cumulus-agent support-bundle' and the "
+        "quarantine folder to support (its unsent envelopes may be salvaged)",
+    )
+
+
 def _open_ro(config: Config) -> sqlite3.Connection | None:
     path = config.terminal.state_dir / DB_NAME
     return connect(path, readonly=True) if path.exists() else None

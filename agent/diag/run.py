@@ -30,6 +30,7 @@ def run_checks(
         checks.check_key(config),
     ]
     out += checks.check_database(config)
+    out.append(checks.check_quarantine(config))
     out.append(checks.check_disk(config))
     out.append(checks.check_daemon(live, systemd_state))
     if level is Level.INTERNAL:

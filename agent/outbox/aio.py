@@ -80,6 +80,11 @@ class AsyncOutbox:
     async def last_seq(self) -> int:
         return await self._run(lambda: self._outbox.status().next_seq - 1)
 
+    async def explain_missing(self) -> list[tuple[int, int]]:
+        from agent.outbox.recovery import explain_missing
+
+        return await self._run(partial(explain_missing, self._outbox))
+
     async def audit(self, action: str, detail: dict[str, object]) -> None:
         await self._run(partial(self._outbox.audit, action, detail))
 
