@@ -1,24 +1,24 @@
-"""Reader tier: one household card's own purchase records, for `cumulus-hq export`.
+"""Right of access: one household card's own purchase records (`cumulus-hq export`).
 
-Why it decrypts everything: the ingest tier stores envelopes without any key, so nothing
-outside `ct` says whose purchase it is; finding one card's records means opening every
-purchase envelope in the period with HQ's private keys (all key ids present, or those named
-with `--kid`: keys are rotated, old data stays under old keys). Other customers' payloads
-exist only in memory while being compared and are never printed or logged; diagnostics show
-the card masked (`2099*******82`).
+The promise: on request, a customer gets their purchases of the **last 2 years**, never
+older (`ACCESS_PERIOD`; `--since` may only narrow it). `export_card` first brings the CRM
+tables up to date (the reader job, with the keys it is given: rotated keys included), then
+reads the card's linked purchases from them: the CRM is what HQ uses about a household, and
+purchases unlinked after 5 years are, by design, no longer anyone's. The result is JSON
+(`ExportReport.document()`) or a readable HTML report (`hq.report_html`). Diagnostics show
+the card masked (`2099*******82`); other customers' data is never printed.
 
-The period is judged by the payload's `occurred_at`; the clear header `ts` (when it was
-sealed, same terminal clock, a moment later) only narrows which envelopes are opened.
+`export_purchases` is the older path that opens every purchase envelope of a period
+directly (no CRM); the demo uses it. The period is judged by the payload's `occurred_at`.
 """
 
 from __future__ import annotations
 
-import calendar
 import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +35,13 @@ from agent.envelope.suites import PrivateKey
 from agent.fsutil import UnsafePermissions
 from hq import keys as hq_keys
 from hq.keys import HqKey
-from hq.storage import Storage
+from hq.periods import Period, PeriodError, epoch_ms, parse_rfc3339_ms, rfc3339
+from hq.periods import parse_period as _parse_period
+from hq.reader import ReaderReport, read_envelopes
+from hq.retention import RetentionPolicy
+from hq.storage import CrmPurchase, HqStore, Storage
 
-_PERIOD_RE = re.compile(r"(\d{1,4})([ymwd])")
+ACCESS_PERIOD = Period(2, "y")
 _CARD_RE = re.compile(r"\d{13}")
 _TS_SLACK = 86_400  # seconds: `ts` is taken just after `occurred_at`; a day covers skew
 
@@ -70,33 +74,11 @@ def check_card(card: str) -> str:
     return card
 
 
-@dataclass(frozen=True, slots=True)
-class Period:
-    """How far back: `2y`, `18m`, `6w`, `30d` (calendar years and months)."""
-
-    amount: int
-    unit: str
-
-    def start(self, now: datetime) -> datetime:
-        if self.unit == "d":
-            return now - timedelta(days=self.amount)
-        if self.unit == "w":
-            return now - timedelta(weeks=self.amount)
-        months = self.amount * (12 if self.unit == "y" else 1)
-        total = now.year * 12 + now.month - 1 - months
-        year, month = divmod(total, 12)
-        month += 1
-        if year < 1:
-            return datetime(1, 1, 1, tzinfo=UTC)
-        day = min(now.day, calendar.monthrange(year, month)[1])  # 29 Feb → 28 Feb
-        return now.replace(year=year, month=month, day=day)
-
-
 def parse_period(text: str) -> Period:
-    m = _PERIOD_RE.fullmatch(text.strip().lower())
-    if not m:
-        raise ExportError(f"--since {text!r}: expected a number and y, m, w or d (2y, 18m, 30d)")
-    return Period(int(m.group(1)), m.group(2))
+    try:
+        return _parse_period(text)
+    except PeriodError as exc:
+        raise ExportError(str(exc)) from None
 
 
 def load_reader_keys(state_dir: Path, kids: Sequence[str] | None = None) -> dict[str, HqKey]:
@@ -104,9 +86,7 @@ def load_reader_keys(state_dir: Path, kids: Sequence[str] | None = None) -> dict
     directory = state_dir / "keys"
     names = list(kids) if kids else sorted(p.stem for p in directory.glob("*.json"))
     if not names:
-        raise MissingKey(
-            f"no HQ keys under {directory}: export needs the reader tier's private keys"
-        )
+        raise MissingKey(f"no HQ keys under {directory}: the reader tier needs its private keys")
     out: dict[str, HqKey] = {}
     for kid in names:
         try:
@@ -116,10 +96,6 @@ def load_reader_keys(state_dir: Path, kids: Sequence[str] | None = None) -> dict
         except (OSError, ValueError, KeyError, UnsafePermissions) as exc:
             raise MissingKey(f"key {kid!r} is unreadable: {exc}") from None
     return out
-
-
-def _parse_rfc3339(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
 
 @dataclass
@@ -136,8 +112,8 @@ class ExportReport:
         """The JSON printed on stdout: the customer's records, oldest first."""
         return {
             "card": self.card,
-            "since": self.since.isoformat(timespec="seconds").replace("+00:00", "Z"),
-            "until": self.until.isoformat(timespec="seconds").replace("+00:00", "Z"),
+            "since": rfc3339(self.since),
+            "until": rfc3339(self.until),
             "count": len(self.purchases),
             "purchases": self.purchases,
         }
@@ -205,24 +181,70 @@ def export_purchases(
             continue
         if not isinstance(payload, PurchasePayload) or payload.card != card:
             continue
-        if not since <= _parse_rfc3339(payload.occurred_at) <= until:
+        if not since <= parse_rfc3339_ms(payload.occurred_at) <= until:
             continue
         report.purchases.append(_record(payload, env.header))
     report.purchases.sort(key=lambda p: (p["occurred_at"], p["event_id"]))
     return report
 
 
+def crm_record(p: CrmPurchase) -> dict[str, Any]:
+    """A CRM purchase in the same JSON shape as `_record` (v1 seals only recorded
+    purchases, decided by the cashier: `decision` and `by` are those constants)."""
+    src = p.source
+    return {
+        "event_id": p.event_id,
+        "occurred_at": p.occurred_at,
+        "store": p.store,
+        "terminal": p.terminal,
+        "receipt": p.receipt,
+        "currency": p.currency,
+        "total": p.total,
+        "items": [{"gtin": i.gtin, "qty": i.qty, "amount": i.amount} for i in p.items],
+        "consent": {
+            "decision": "record",
+            "decided_at": p.consent_decided_at,
+            "by": "cashier",
+            "latency_ms": p.consent_latency_ms,
+        },
+        "envelope": None
+        if src is None
+        else {
+            "terminal": src.terminal,
+            "stream": src.stream.hex(),
+            "seq": src.seq,
+            "enc_kid": p.enc_kid,
+        },
+    }
+
+
 def export_card(
-    storage: Storage,
+    storage: HqStore,
     state_dir: Path,
     card: str,
-    period: Period,
+    period: Period = ACCESS_PERIOD,
     *,
     kids: Sequence[str] | None = None,
     now: datetime | None = None,
+    policy: RetentionPolicy | None = None,
 ) -> ExportReport:
-    """Everything `cumulus-hq export` does but printing."""
+    """Everything `cumulus-hq export` does but printing: read new envelopes into the CRM,
+    then the card's purchases of the period (at most `ACCESS_PERIOD`)."""
     card = check_card(card)
     until = now or datetime.now(UTC)
+    if not period.covers_at_most(ACCESS_PERIOD, until):
+        raise ExportError(
+            f"--since {period}: the right of access covers the last {ACCESS_PERIOD.describe()}"
+            f" ({ACCESS_PERIOD} at most)"
+        )
     keys = load_reader_keys(state_dir, kids)
-    return export_purchases(storage, keys, card, period.start(until), until)
+    reading: ReaderReport = read_envelopes(storage, keys, policy, now=until)
+    since = period.start(until)
+    report = ExportReport(card, since, until)
+    report.purchases = [
+        crm_record(p) for p in storage.card_purchases(card, epoch_ms(since), epoch_ms(until))
+    ]
+    report.opened = reading.opened
+    report.no_key = reading.no_key
+    report.unreadable = reading.unreadable
+    return report

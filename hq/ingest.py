@@ -213,7 +213,7 @@ class _Chain:
     def store(self, env: Envelope, digest: bytes, *, chained: bool) -> None:
         h = env.header
         self.new[h.seq] = NewEnvelope(
-            h.seq, h.kind, h.ts, h.prev, digest, env.encoded, chained=chained
+            h.seq, h.kind, h.ts, h.prev, digest, env.encoded, chained=chained, enc_kid=h.enc_kid
         )
         self.hashes[h.seq] = digest
         if not chained:

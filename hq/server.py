@@ -1,6 +1,8 @@
 """The HTTP face of the ingest tier (envelope-v1 "Transport"), on aiohttp.
 
-Routes: `POST /v1/envelopes`, `GET /v1/streams/{terminal}/{stream_hex}`, `GET /healthz`.
+Routes: `POST /v1/envelopes`, `GET /v1/streams/{terminal}/{stream_hex}`, `GET /v1/keys`
+(the signed keyset, served as the exact bytes `cumulus-hq keys sign-keyset` wrote: the ingest
+tier never holds the signing key), `GET /healthz`.
 Every answer, errors included, is CBOR in the envelope data model (maps, text, bytes, uints;
 no booleans), so a terminal decodes it with the same strict decoder as envelopes. Errors are
 `{error: "<code>: <detail>"}` (docs/hq.md lists the codes). Bad input is always a 4xx: a
@@ -10,7 +12,10 @@ Why one storage thread (`IngestService`): SQLite commits are fsync'd (millisecon
 sqlite3 connection belongs to one thread; a single worker gives both thread affinity and a
 total order of batches, so two requests for one stream never interleave. Signature checks and
 gunzip run there too, off the event loop. A bounded queue in front of it answers `503` with
-`Retry-After` instead of letting terminals pile up behind a slow disk.
+`Retry-After` instead of letting terminals pile up behind a slow disk. To ingest in
+parallel, run several processes (`cumulus-hq serve --reuse-port` on one address, or behind
+a load balancer) on one PostgreSQL database: the database, not this thread, serializes the
+writers of a stream (hq/storage/postgres.py).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from agent.envelope import cbor
 from agent.envelope.model import TERMINAL_RE
 from hq.errors import Forbidden, Malformed, Refused, TooLarge, Unavailable
 from hq.ingest import IngestResult, ingest
+from hq.keys import keyset_path
 from hq.storage import Storage, StorageError, open_storage
 from hq.transport import MAX_BODY, check_content_type, gunzip_limited, is_gzipped, parse_batch
 
@@ -99,6 +105,7 @@ class IngestService:
 
 
 SERVICE = web.AppKey("hq.service", IngestService)
+KEYSET = web.AppKey("hq.keyset", Path)
 
 
 # --- handlers ---------------------------------------------------------------------------------
@@ -158,6 +165,21 @@ async def get_stream(request: web.Request) -> web.Response:
     return cbor_response({"acked_through": acked})
 
 
+async def get_keys(request: web.Request) -> web.Response:
+    """The published keyset, byte for byte (a terminal verifies it against its pinned HQ
+    signing key); 404 until one is published."""
+    path = request.app.get(KEYSET)
+    try:
+        data = await asyncio.to_thread(path.read_bytes) if path is not None else None
+    except FileNotFoundError:
+        data = None
+    if data is None:
+        return error_response(
+            404, "not-found: no keyset published yet (cumulus-hq keys sign-keyset)"
+        )
+    return web.Response(body=data, content_type=CBOR, headers={"Cache-Control": "no-cache"})
+
+
 async def healthz(request: web.Request) -> web.Response:
     await request.app[SERVICE].run(lambda storage: storage.ping())
     return cbor_response({"status": "ok"})
@@ -186,14 +208,22 @@ async def cbor_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return error_response(500, "internal: HQ failed; this is a bug, see HQ's log")
 
 
-def make_app(service: IngestService, *, middlewares: Sequence[Middleware] = ()) -> web.Application:
+def make_app(
+    service: IngestService,
+    *,
+    middlewares: Sequence[Middleware] = (),
+    keyset_path: Path | None = None,
+) -> web.Application:
     """The aiohttp application. `middlewares` run outside the error handling (tests use this
     for fault injection). Run it with `auto_decompress=False` (as `HqServer` does): HQ
     inflates gzip itself, with the 4 MiB cap."""
     app = web.Application(middlewares=[*middlewares, cbor_errors], client_max_size=MAX_BODY)
     app[SERVICE] = service
+    if keyset_path is not None:
+        app[KEYSET] = keyset_path
     app.router.add_post("/v1/envelopes", post_envelopes)
     app.router.add_get("/v1/streams/{terminal}/{stream_hex}", get_stream)
+    app.router.add_get("/v1/keys", get_keys)
     app.router.add_get("/healthz", healthz)
     return app
 
@@ -257,8 +287,12 @@ class HqServer:
         middlewares: Sequence[Middleware] = (),
         shutdown_timeout: float = 5.0,
         max_pending: int = 64,
+        keyset_path: Path | None = None,
+        reuse_port: bool = False,
     ) -> None:
         check_listen(host, ssl_context is not None)
+        self.keyset_path = keyset_path
+        self.reuse_port = reuse_port
         self.opener = opener
         self.host = host
         self.port = port
@@ -271,7 +305,9 @@ class HqServer:
 
     @classmethod
     def for_db(cls, db: str | Path | None, state_dir: Path, **kwargs: Any) -> HqServer:
-        """A server over the storage `--db` names (default `<state_dir>/hq.db`)."""
+        """A server over the storage `--db` names (default `<state_dir>/hq.db`), serving
+        `<state_dir>/keyset.cbor` as `GET /v1/keys`."""
+        kwargs.setdefault("keyset_path", keyset_path(state_dir))
         return cls(partial(open_storage, db, state_dir), **kwargs)
 
     @property
@@ -290,14 +326,19 @@ class HqServer:
         service = IngestService(self.opener, max_pending=self.max_pending)
         await service.start()
         runner = web.AppRunner(
-            make_app(service, middlewares=self.middlewares),
+            make_app(service, middlewares=self.middlewares, keyset_path=self.keyset_path),
             auto_decompress=False,
             shutdown_timeout=self.shutdown_timeout,
         )
         try:
             await runner.setup()
             site = web.TCPSite(
-                runner, self.host, self.port, ssl_context=self.ssl_context, reuse_address=True
+                runner,
+                self.host,
+                self.port,
+                ssl_context=self.ssl_context,
+                reuse_address=True,
+                reuse_port=self.reuse_port or None,
             )
             await site.start()
         except BaseException:

@@ -15,11 +15,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from agent.envelope import ZERO_HASH, Purged, cbor, decode, envelope_hash, sig_kid
 from hq.errors import Forbidden, Malformed
 from hq.ingest import IngestResult, decide, ingest, read_element
-from hq.storage import SqliteStorage, StreamSnapshot
+from hq.storage import HqStore, StreamSnapshot
 from tests.hq.support import SealingTerminal
 
 
-def run(storage: SqliteStorage, elements: list[bytes]) -> IngestResult:
+def run(storage: HqStore, elements: list[bytes]) -> IngestResult:
     return ingest(storage, elements)
 
 
@@ -32,13 +32,13 @@ def codes(result: IngestResult) -> dict[int, str]:
 
 
 @pytest.fixture
-def enrolled(storage: SqliteStorage, terminal: SealingTerminal) -> SealingTerminal:
+def enrolled(storage: HqStore, terminal: SealingTerminal) -> SealingTerminal:
     storage.enroll(terminal.terminal, terminal.public_raw)
     return terminal
 
 
 def test_a_clean_batch_is_stored_and_acknowledged(
-    storage: SqliteStorage, enrolled: SealingTerminal
+    storage: HqStore, enrolled: SealingTerminal
 ) -> None:
     enrolled.seal(5)
     result = run(storage, enrolled.bodies())
@@ -49,7 +49,7 @@ def test_a_clean_batch_is_stored_and_acknowledged(
     assert all(s.hash == envelope_hash(s.body) and s.kind == "purchase" for s in stored)
 
 
-def test_batches_continue_the_chain(storage: SqliteStorage, enrolled: SealingTerminal) -> None:
+def test_batches_continue_the_chain(storage: HqStore, enrolled: SealingTerminal) -> None:
     enrolled.seal(3)
     assert run(storage, enrolled.bodies()).update.acked_through == 3
     enrolled.seal(2)
@@ -57,7 +57,7 @@ def test_batches_continue_the_chain(storage: SqliteStorage, enrolled: SealingTer
 
 
 def test_replayed_batch_is_acknowledged_and_stored_once(
-    storage: SqliteStorage, enrolled: SealingTerminal
+    storage: HqStore, enrolled: SealingTerminal
 ) -> None:
     enrolled.seal(3)
     run(storage, enrolled.bodies())
@@ -68,7 +68,7 @@ def test_replayed_batch_is_acknowledged_and_stored_once(
 
 
 def test_partly_replayed_batch_stores_only_the_new_part(
-    storage: SqliteStorage, enrolled: SealingTerminal
+    storage: HqStore, enrolled: SealingTerminal
 ) -> None:
     enrolled.seal(2)
     run(storage, enrolled.bodies())
@@ -80,7 +80,7 @@ def test_partly_replayed_batch_stores_only_the_new_part(
 
 
 def test_tampered_ciphertext_fails_the_signature(
-    storage: SqliteStorage, enrolled: SealingTerminal
+    storage: HqStore, enrolled: SealingTerminal
 ) -> None:
     enrolled.seal(2)
     good = enrolled.bodies()
@@ -95,9 +95,7 @@ def test_tampered_ciphertext_fails_the_signature(
     assert storage.stored_seqs(enrolled.terminal, enrolled.stream) == [1]
 
 
-def test_tampered_header_fails_the_signature(
-    storage: SqliteStorage, enrolled: SealingTerminal
-) -> None:
+def test_tampered_header_fails_the_signature(storage: HqStore, enrolled: SealingTerminal) -> None:
     enrolled.seal(1)
     env = decode(enrolled.bodies()[0])
     raw = env.header.to_cbor(env.ct, env.sig)
@@ -108,7 +106,7 @@ def test_tampered_header_fails_the_signature(
 
 
 def test_non_deterministic_encoding_is_rejected_as_decode(
-    storage: SqliteStorage, enrolled: SealingTerminal
+    storage: HqStore, enrolled: SealingTerminal
 ) -> None:
     import cbor2
 
@@ -122,7 +120,7 @@ def test_non_deterministic_encoding_is_rejected_as_decode(
 
 
 def test_version_other_than_1_is_rejected_as_version(
-    storage: SqliteStorage, enrolled: SealingTerminal
+    storage: HqStore, enrolled: SealingTerminal
 ) -> None:
     enrolled.seal(1)
     env = decode(enrolled.bodies()[0])
@@ -133,7 +131,7 @@ def test_version_other_than_1_is_rejected_as_version(
 
 
 def test_an_element_without_a_readable_seq_makes_the_request_malformed(
-    storage: SqliteStorage,
+    storage: HqStore,
 ) -> None:
     with pytest.raises(Malformed, match="element 0 is not an envelope"):
         run(storage, [b"\x01"])
@@ -142,7 +140,7 @@ def test_an_element_without_a_readable_seq_makes_the_request_malformed(
 
 
 def test_unknown_terminal_is_forbidden_and_nothing_is_stored(
-    storage: SqliteStorage, terminal: SealingTerminal
+    storage: HqStore, terminal: SealingTerminal
 ) -> None:
     terminal.seal(2)
     with pytest.raises(Forbidden) as info:
@@ -153,7 +151,7 @@ def test_unknown_terminal_is_forbidden_and_nothing_is_stored(
 
 
 def test_unregistered_key_is_forbidden_for_the_whole_batch(
-    storage: SqliteStorage, enrolled: SealingTerminal
+    storage: HqStore, enrolled: SealingTerminal
 ) -> None:
     """403, not a per-envelope rejection: after a rotation the terminal retries once the new
     key is enrolled, instead of dead-lettering envelopes that are fine."""
@@ -170,7 +168,7 @@ def test_unregistered_key_is_forbidden_for_the_whole_batch(
 
 
 def test_a_key_registered_for_the_terminal_but_not_the_signer_fails_the_signature(
-    storage: SqliteStorage, enrolled: SealingTerminal
+    storage: HqStore, enrolled: SealingTerminal
 ) -> None:
     """The sig_kid names an enrolled key, the signature is by another key: a forgery."""
     forger = Ed25519PrivateKey.generate()
@@ -181,7 +179,7 @@ def test_a_key_registered_for_the_terminal_but_not_the_signer_fails_the_signatur
     assert codes(result) == {1: "signature"}
 
 
-def test_key_rotation_both_keys_verify(storage: SqliteStorage, enrolled: SealingTerminal) -> None:
+def test_key_rotation_both_keys_verify(storage: HqStore, enrolled: SealingTerminal) -> None:
     new_key = Ed25519PrivateKey.generate()
     storage.enroll(enrolled.terminal, new_key.public_key().public_bytes_raw())
     one = enrolled.forge(1, ZERO_HASH)
@@ -189,7 +187,7 @@ def test_key_rotation_both_keys_verify(storage: SqliteStorage, enrolled: Sealing
     assert run(storage, [one, two]).update.acked_through == 2
 
 
-def test_reordered_batch_is_malformed(storage: SqliteStorage, enrolled: SealingTerminal) -> None:
+def test_reordered_batch_is_malformed(storage: HqStore, enrolled: SealingTerminal) -> None:
     enrolled.seal(3)
     b = enrolled.bodies()
     with pytest.raises(Malformed, match="not ascending"):
@@ -200,7 +198,7 @@ def test_reordered_batch_is_malformed(storage: SqliteStorage, enrolled: SealingT
 
 
 def test_mixed_terminals_or_streams_are_malformed(
-    storage: SqliteStorage, enrolled: SealingTerminal, tmp_path: Any, hq_keys: Any
+    storage: HqStore, enrolled: SealingTerminal, tmp_path: Any, hq_keys: Any
 ) -> None:
     other = SealingTerminal.create(tmp_path / "other.db", hq_keys, terminal="0042-08")
     other_stream = SealingTerminal.create(tmp_path / "again.db", hq_keys)
@@ -217,9 +215,7 @@ def test_mixed_terminals_or_streams_are_malformed(
         other_stream.close()
 
 
-def test_gap_nothing_after_it_is_acknowledged(
-    storage: SqliteStorage, enrolled: SealingTerminal
-) -> None:
+def test_gap_nothing_after_it_is_acknowledged(storage: HqStore, enrolled: SealingTerminal) -> None:
     enrolled.seal(5)
     b = enrolled.bodies()
     result = run(storage, [b[0], b[1], b[3], b[4]])
@@ -231,7 +227,7 @@ def test_gap_nothing_after_it_is_acknowledged(
 
 
 def test_a_rejected_envelope_is_a_gap_for_the_rest_of_the_batch(
-    storage: SqliteStorage, enrolled: SealingTerminal
+    storage: HqStore, enrolled: SealingTerminal
 ) -> None:
     enrolled.seal(3)
     b = enrolled.bodies()
@@ -243,7 +239,7 @@ def test_a_rejected_envelope_is_a_gap_for_the_rest_of_the_batch(
 
 
 def test_fork_is_rejected_logged_at_error_and_kept_as_evidence(
-    storage: SqliteStorage, enrolled: SealingTerminal, caplog: pytest.LogCaptureFixture
+    storage: HqStore, enrolled: SealingTerminal, caplog: pytest.LogCaptureFixture
 ) -> None:
     enrolled.seal(2)
     run(storage, enrolled.bodies())
@@ -264,7 +260,7 @@ def test_fork_is_rejected_logged_at_error_and_kept_as_evidence(
 
 
 def test_prev_that_does_not_link_is_a_chain_rejection(
-    storage: SqliteStorage, enrolled: SealingTerminal
+    storage: HqStore, enrolled: SealingTerminal
 ) -> None:
     enrolled.seal(1)
     run(storage, enrolled.bodies())
@@ -275,7 +271,7 @@ def test_prev_that_does_not_link_is_a_chain_rejection(
 
 
 def test_first_envelope_must_link_to_the_zero_hash(
-    storage: SqliteStorage, enrolled: SealingTerminal
+    storage: HqStore, enrolled: SealingTerminal
 ) -> None:
     result = run(storage, [enrolled.forge(1, bytes([1]) * 32)])
     assert codes(result) == {1: "chain"}
@@ -296,7 +292,7 @@ DAY = 86_400
 
 
 @pytest.fixture
-def aged(tmp_path: Any, hq_keys: Any, storage: SqliteStorage) -> tuple[SealingTerminal, Clock]:
+def aged(tmp_path: Any, hq_keys: Any, storage: HqStore) -> tuple[SealingTerminal, Clock]:
     """A terminal whose seqs 1..2 reached HQ, 3..6 are 40 days old and unsent, 7..10 fresh
     and unsent: `purge_expired(30)` deletes 3..6 and seals purge seq 11 for them."""
     clock = Clock(1_760_000_000)
@@ -312,7 +308,7 @@ def aged(tmp_path: Any, hq_keys: Any, storage: SqliteStorage) -> tuple[SealingTe
 
 
 def test_purge_ahead_of_its_turn_explains_the_gap_then_the_chain_continues(
-    storage: SqliteStorage, aged: tuple[SealingTerminal, Clock]
+    storage: HqStore, aged: tuple[SealingTerminal, Clock]
 ) -> None:
     t, _ = aged
     old = {seq: t.body(seq) for seq in range(3, 7)}
@@ -339,7 +335,7 @@ def test_purge_ahead_of_its_turn_explains_the_gap_then_the_chain_continues(
 
 
 def test_purge_in_the_same_batch_as_what_follows_it(
-    storage: SqliteStorage, aged: tuple[SealingTerminal, Clock]
+    storage: HqStore, aged: tuple[SealingTerminal, Clock]
 ) -> None:
     t, _ = aged
     t.outbox.purge_expired(30)
@@ -349,7 +345,7 @@ def test_purge_in_the_same_batch_as_what_follows_it(
 
 
 def test_envelopes_after_a_purged_range_before_the_purge_arrives_are_a_gap(
-    storage: SqliteStorage, aged: tuple[SealingTerminal, Clock]
+    storage: HqStore, aged: tuple[SealingTerminal, Clock]
 ) -> None:
     t, _ = aged
     t.outbox.purge_expired(30)
@@ -361,7 +357,7 @@ def test_envelopes_after_a_purged_range_before_the_purge_arrives_are_a_gap(
 
 
 def test_purge_whose_prev_does_not_link_is_dropped_when_its_turn_comes(
-    storage: SqliteStorage, aged: tuple[SealingTerminal, Clock], caplog: pytest.LogCaptureFixture
+    storage: HqStore, aged: tuple[SealingTerminal, Clock], caplog: pytest.LogCaptureFixture
 ) -> None:
     t, _ = aged
     last_hash = envelope_hash(t.body(6))
@@ -379,7 +375,7 @@ def test_purge_whose_prev_does_not_link_is_dropped_when_its_turn_comes(
 
 
 def test_purge_claiming_another_hash_for_a_stored_envelope_is_a_fork(
-    storage: SqliteStorage, enrolled: SealingTerminal
+    storage: HqStore, enrolled: SealingTerminal
 ) -> None:
     enrolled.seal(3)
     run(storage, enrolled.bodies())
@@ -390,7 +386,7 @@ def test_purge_claiming_another_hash_for_a_stored_envelope_is_a_fork(
 
 
 def test_purge_overlapping_what_hq_already_holds(
-    storage: SqliteStorage, aged: tuple[SealingTerminal, Clock]
+    storage: HqStore, aged: tuple[SealingTerminal, Clock]
 ) -> None:
     """HQ stored 3..4 but the answer was lost; the terminal then purged 3..6."""
     t, _ = aged
@@ -402,7 +398,7 @@ def test_purge_overlapping_what_hq_already_holds(
 
 
 def test_a_rejected_envelope_bridged_by_a_one_seq_purge_unblocks_the_stream(
-    storage: SqliteStorage, enrolled: SealingTerminal
+    storage: HqStore, enrolled: SealingTerminal
 ) -> None:
     """The agent dead-letters the envelope blocking its stream and seals a purge for exactly
     that seq, `last_hash` being the hash of the bytes it holds (and chained on)."""
