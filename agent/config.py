@@ -87,6 +87,7 @@ class HqConfig:
     enc_public_key: bytes = field(repr=False)
     enc_suite: str = X25519_SUITE
     ca_file: Path | None = None
+    keyset_public_key: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,7 +308,10 @@ class _Parser:
 
     def hq(self, data: Mapping[str, Any]) -> HqConfig:
         h = self.table(
-            data, "hq", {"url", "ca_file", "enc_kid", "enc_suite", "enc_public_key"}, required=True
+            data,
+            "hq",
+            {"url", "ca_file", "enc_kid", "enc_suite", "enc_public_key", "keyset_public_key"},
+            required=True,
         )
         url = self.get(h, "hq", "url", str, required=True)
         self.check_url(url)
@@ -331,7 +335,25 @@ class _Parser:
             problem = str(exc) if isinstance(exc, KeyFormatError) else "not valid base64"
             raise self.fail("hq.enc_public_key", problem) from None
         ca = self.readable_file(h, "hq", "ca_file")
-        return HqConfig(url=url, enc_kid=kid, enc_public_key=raw, enc_suite=suite_name, ca_file=ca)
+        pin = None
+        if "keyset_public_key" in h:
+            try:
+                pin = base64.b64decode(self.get(h, "hq", "keyset_public_key", str), validate=True)
+            except binascii.Error:
+                raise self.fail("hq.keyset_public_key", "not valid base64") from None
+            self.check(
+                len(pin) == 32,
+                "hq.keyset_public_key",
+                "must be a raw Ed25519 public key (32 bytes, base64)",
+            )
+        return HqConfig(
+            url=url,
+            enc_kid=kid,
+            enc_public_key=raw,
+            enc_suite=suite_name,
+            ca_file=ca,
+            keyset_public_key=pin,
+        )
 
     def check_url(self, url: str) -> None:
         parts = urlsplit(url)

@@ -30,6 +30,7 @@ from typing import Any
 from aiohttp import web
 
 from agent import config as config_mod
+from agent import keyring
 from agent import keys as keys_mod
 from agent import readers as readers_mod
 from agent.api.app import make_app, serve
@@ -37,6 +38,7 @@ from agent.api.checkout import Checkout
 from agent.api.metrics import Metrics
 from agent.api.security import load_pos_token
 from agent.config import Config
+from agent.envelope.keyset import KeysetError
 from agent.notify import Notifier
 from agent.outbox import DB_NAME, AsyncOutbox, OutboxError, SealingKeys
 from agent.outbox.recovery import check_file
@@ -89,8 +91,11 @@ class Daemon:
     async def run(self) -> int:
         cfg = self.config
         key = keys_mod.load(cfg.terminal.state_dir)
+        self._signing = key.private
+        self._keyset = keyring.held_keyset(cfg)
+        choice = keyring.choose(cfg, self._keyset)
         sealing = SealingKeys.build(
-            cfg.terminal.id, key.private, cfg.hq.enc_kid, cfg.hq.enc_suite, cfg.hq.enc_public_key
+            cfg.terminal.id, key.private, choice.kid, choice.suite, choice.public_raw
         )
         db = cfg.terminal.state_dir / DB_NAME
         damaged = check_file(db)  # never build on (or crash-loop over) a damaged file
@@ -118,7 +123,13 @@ class Daemon:
         cfg = self.config
         loop = asyncio.get_running_loop()
         self._install_signals(loop)
-        async with SyncClient(outbox, cfg.terminal.id, cfg.hq.url, ca_file=cfg.hq.ca_file) as sync:
+        async with SyncClient(
+            outbox,
+            cfg.terminal.id,
+            cfg.hq.url,
+            ca_file=cfg.hq.ca_file,
+            on_keyset=self._on_keyset if cfg.hq.keyset_public_key else None,
+        ) as sync:
             self.sync = sync
             checkout = self.checkout = Checkout(
                 outbox,
@@ -240,6 +251,31 @@ class Daemon:
             log.error("outbox did not answer: withholding the watchdog ping")
             return False
         return all(not t.done() for t in self._reader_tasks)
+
+    async def _on_keyset(self, data: bytes) -> None:
+        """HQ's keyset: verified against the pinned key; a new current key is sealed to from
+        the next purchase on. A refused keyset changes nothing and is audited."""
+        assert self.outbox is not None
+        try:
+            fresh = keyring.accept(self.config, data, int(time.time()), self._keyset)
+        except KeysetError as exc:
+            log.error("HQ keyset refused, keeping the key in use: %s", exc)
+            await self.outbox.audit("hq-keyset-refused", {"reason": str(exc)[:300]})
+            return
+        if fresh is None:
+            return
+        before = keyring.choose(self.config, self._keyset)
+        self._keyset = fresh
+        choice = keyring.choose(self.config, fresh)
+        await self.outbox.set_keys(
+            SealingKeys.build(
+                self.config.terminal.id, self._signing, choice.kid, choice.suite, choice.public_raw
+            )
+        )
+        await self.outbox.audit(
+            "hq-key-changed", {"from": before.kid, "to": choice.kid, "keyset_seq": fresh.seq}
+        )
+        log.info("HQ keyset seq %d: sealing to %s from now on", fresh.seq, choice.kid)
 
     # --- views ------------------------------------------------------------------------------
 

@@ -85,6 +85,14 @@ class AsyncOutbox:
 
         return await self._run(partial(explain_missing, self._outbox))
 
+    async def set_keys(self, keys: SealingKeys) -> None:
+        """Seal from now on with `keys` (HQ rotated its key); applied between two seals."""
+
+        def swap() -> None:
+            self._outbox.keys = keys
+
+        await self._run(swap)
+
     async def audit(self, action: str, detail: dict[str, object]) -> None:
         await self._run(partial(self._outbox.audit, action, detail))
 

@@ -19,7 +19,7 @@ import ipaddress
 import logging
 import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -38,6 +38,8 @@ log = logging.getLogger("cumulus.sync")
 
 SKEW_WARN_S = 60.0
 MAX_ANSWER_BYTES = 1 << 20
+KEYSET_REFRESH_S = 3600.0
+MAX_KEYSET_BYTES = 64 * 1024
 
 
 class SyncError(Exception):
@@ -118,6 +120,7 @@ class SyncClient:
         connect_timeout: float = 5.0,
         total_timeout: float = 30.0,
         wall_clock: Callable[[], float] = time.time,
+        on_keyset: Callable[[bytes], Awaitable[None]] | None = None,
     ) -> None:
         self.outbox = outbox
         self.terminal = terminal
@@ -130,6 +133,8 @@ class SyncClient:
         self._wake = asyncio.Event()
         self._resumed = False
         self._session: aiohttp.ClientSession | None = None
+        self.on_keyset = on_keyset
+        self._keyset_due = 0.0
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -191,6 +196,8 @@ class SyncClient:
         """Resume if needed, then send one batch. Return whether anything moved."""
         if not self._resumed:
             await self._resume()
+        if self.on_keyset is not None and time.monotonic() >= self._keyset_due:
+            await self._refresh_keyset()
         pending = await self.outbox.pending(after=0, limit=self.policy.max_batch)
         purges = await self.outbox.purges()
         batch = self.policy.next_batch(pending, purges)
@@ -257,6 +264,22 @@ class SyncClient:
             await self._ack(local)
         self.state.acked_through = self.policy.acked_through
         self._resumed = True
+
+    async def _refresh_keyset(self) -> None:
+        """Fetch HQ's signed keyset (`GET /v1/keys`) and hand it over for verification."""
+        assert self._session is not None and self.on_keyset is not None
+        self._keyset_due = time.monotonic() + KEYSET_REFRESH_S
+        try:
+            async with self._session.get(f"{self.base}/v1/keys") as resp:
+                if resp.status == 404:
+                    return  # HQ has not published one: the configured key stays
+                raw = await resp.content.read(MAX_KEYSET_BYTES + 1)
+                if resp.status != 200 or len(raw) > MAX_KEYSET_BYTES:
+                    raise SyncError(f"HQ answered {resp.status} for its keyset")
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            self._keyset_due = time.monotonic() + 60.0  # try again soon
+            raise SyncError(f"HQ unreachable: {type(exc).__name__}: {exc}") from None
+        await self.on_keyset(raw)
 
     async def _post(self, batch: Sequence[StoredEnvelope]) -> Answer:
         body = cbor.dumps([e.body for e in batch])
