@@ -155,7 +155,9 @@ async def decision(request: web.Request) -> web.Response:
         choice = parse_decision(await _read_json(request))
     except BodyError as exc:
         return _fail(400, str(exc))
-    refused = request.app[CHECKOUT].decide(choice, by="cashier" if who == "cashier" else "pos")
+    refused = await request.app[CHECKOUT].decide(
+        choice, by="cashier" if who == "cashier" else "pos"
+    )
     if refused is not None:
         return _fail(409, refused)
     return _json(request.app[CHECKOUT].view())

@@ -101,6 +101,7 @@ class Checkout:
         self._watchers: set[asyncio.Queue[dict[str, Any]]] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._pending: asyncio.Task[None] | None = None
 
     # --- inputs -----------------------------------------------------------------------------
 
@@ -111,11 +112,16 @@ class Checkout:
         self._apply(CardPresented(card, source, self.monotonic(), self.wall()))
         log.info("card %s from %s: prompt open", mask(card), source)
 
-    def decide(self, decision: str, by: str = "cashier") -> str | None:
-        """Apply the customer's answer; return a refusal reason, or None when taken."""
+    async def decide(self, decision: str, by: str = "cashier") -> str | None:
+        """Apply the customer's answer; return a refusal reason, or None when taken.
+
+        Returns once the day's counter is committed: an answered decision is a counted one,
+        whatever happens to the process next."""
         effects = self._apply(
             DecisionMade(decision, self.monotonic(), self.wall(), by)  # type: ignore[arg-type]
         )
+        if self._pending is not None:
+            await asyncio.shield(self._pending)
         refused = [e.reason for e in effects if isinstance(e, Refused)]
         return refused[0] if refused else None
 
@@ -161,22 +167,41 @@ class Checkout:
     # --- effects ----------------------------------------------------------------------------
 
     def _apply(self, event: Event) -> list[Effect]:
+        """Run the machine, show the change at once, and carry out the effects in order on a
+        task (`self._pending`): a counter commits before the basket it concerns is answered,
+        a seal commits before the POS hears `recorded: true`."""
         effects = self.session.handle(event)
         for effect in effects:
-            if isinstance(effect, Answer):
-                self._answer(effect.basket_id, BasketResult(False, reason=effect.reason))
-            elif isinstance(effect, Seal):
-                self._spawn(self._seal(effect))
-            elif isinstance(effect, Count):
+            if isinstance(effect, Count):
                 self.stats.decisions[effect.outcome] += 1
                 if effect.outcome != "timeout":
                     self.stats.latencies_ms.append(self.session.latency_ms)
                     del self.stats.latencies_ms[:-1000]
-                self._spawn(self._count(effect))
             elif isinstance(effect, Changed):
                 self._broadcast()
         self._arm_timer()
+        if any(isinstance(e, Count | Seal | Answer) for e in effects):
+            self._pending = self._spawn(self._carry_out(effects, self._pending))
         return effects
+
+    async def _carry_out(self, effects: list[Effect], before: asyncio.Task[None] | None) -> None:
+        if before is not None:  # effects of earlier events first: answers stay in order
+            with contextlib.suppress(Exception):
+                await asyncio.shield(before)
+        for effect in effects:
+            try:
+                if isinstance(effect, Count):
+                    await self._count(effect)
+                elif isinstance(effect, Answer):
+                    self._answer(effect.basket_id, BasketResult(False, reason=effect.reason))
+                elif isinstance(effect, Seal):
+                    await self._seal(effect)
+            except Exception:  # a bug here must not silence this basket or the next
+                log.exception("carrying out %s failed", type(effect).__name__)
+                if isinstance(effect, Seal):
+                    self._answer(
+                        effect.basket_id, BasketResult(False, reason=UNAVAILABLE, unavailable=True)
+                    )
 
     def _answer(self, basket_id: int, result: BasketResult) -> None:
         entry = self._baskets.get(basket_id)
@@ -224,10 +249,11 @@ class Checkout:
         except OutboxError as exc:
             log.error("consent counter not saved: %s", exc)
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
+    def _spawn(self, coro: Any) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     def _arm_timer(self) -> None:
         if self._timer is not None:

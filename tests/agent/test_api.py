@@ -239,3 +239,19 @@ async def test_arbitrary_json_bodies_never_cause_a_500(agent: Agent, body: objec
     for path in ("/v1/basket", "/v1/card", "/v1/decision"):
         status, _ = await agent.post(path, body)
         assert status < 500 or status == 503
+
+
+async def test_an_answered_decision_is_already_counted_on_disk(agent: Agent) -> None:
+    """The counter commits before the decision is answered, so a crash right after the
+    answer cannot lose it (consent-stats stay exact)."""
+    import sqlite3
+
+    await agent.post("/v1/card", {"card": CARD})
+    status, _ = await agent.post("/v1/decision", {"decision": "skip"})
+    assert status == 200
+    db = agent.outbox._outbox.path
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        assert conn.execute("SELECT SUM(skip) FROM consent_counters").fetchone()[0] == 1
+    finally:
+        conn.close()
