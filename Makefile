@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: test demo bootstrap lint types pytest bench fuzz clean
+.PHONY: test demo bootstrap lint types pytest bench fuzz chaos clean
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -31,6 +31,11 @@ FUZZ_TARGETS := tests/drivers/test_decoder_properties.py tests/agent/test_envelo
 	tests/hq/test_fuzz.py tests/drivers/test_apdu.py
 fuzz: bootstrap
 	CUMULUS_FUZZ_SCALE=$${CUMULUS_FUZZ_SCALE:-50} $(PY) -m pytest -q $(FUZZ_TARGETS)
+
+# The whole system under crashes and outages (make test runs a short version).
+CHAOS_ARGS ?= --baskets 20000 --kills 200
+chaos: bootstrap
+	$(PY) -m tests.chaos.harness $(CHAOS_ARGS)
 
 # Every benchmark: bench/results.json, bench/results.png and the README's table.
 bench: bootstrap

@@ -32,7 +32,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-from aiohttp import hdrs, web
+from aiohttp import ClientPayloadError, hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 
 from agent.envelope import cbor
@@ -126,10 +126,16 @@ async def _read_limited(request: web.Request, limit: int) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise TooLarge(f"body of {request.content_length} bytes; at most {limit}")
     body = bytearray()
-    while chunk := await request.content.readany():
-        body += chunk
-        if len(body) > limit:
-            raise TooLarge(f"body larger than {limit} bytes")
+    try:
+        while chunk := await request.content.readany():
+            body += chunk
+            if len(body) > limit:
+                raise TooLarge(f"body larger than {limit} bytes")
+    except (ConnectionResetError, ClientPayloadError):
+        # the terminal went away mid-upload (killed, link lost): nothing to store, nothing
+        # to answer, and no traceback: it will resend
+        log.info("a terminal disconnected while sending a batch")
+        raise web.HTTPBadRequest() from None
     return bytes(body)
 
 
