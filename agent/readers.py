@@ -61,13 +61,14 @@ def build(config: Config) -> list[ReaderDriver]:
     """One driver per `[[readers]]` entry (PC/SC entries share one monitor per glob)."""
     drivers: list[ReaderDriver] = []
     prefixes = config.cards.prefixes
+    pcsc = [r for r in config.readers if isinstance(r, PcscReaderConfig)]
+    if pcsc:  # one monitor for all globs: one PC/SC context, one thread
+        drivers.append(pcsc_driver().from_configs(pcsc, prefixes))
     for r in config.readers:
         if isinstance(r, SerialReaderConfig):
             drivers.append(
                 SerialDriver(SerialReader(r.name or r.port, r.port, r.baud, r.framing, prefixes))
             )
-        elif isinstance(r, PcscReaderConfig):
-            drivers.append(pcsc_driver().from_config(r, prefixes))
     return drivers
 
 

@@ -6,8 +6,8 @@ A thin wrapper over the libraries (`firmware_stubs.serial_stub`); one subcommand
   (the ``--link`` path when given), then sends each line read on stdin as one scan. Lines
   starting with ``!`` are commands (``!help``). Diagnostics go to stderr, card numbers masked.
   Runs until SIGINT/SIGTERM (or end of stdin with ``--exit-on-eof``).
-- ``cumulus-stub card``: (planned) a contactless card for vpcd; add its subparser in
-  `build_parser` and its runner beside `_serial`.
+- ``cumulus-stub card``: a contactless Cumulus card presented to pcscd's vpcd virtual reader
+  until stopped (`firmware_stubs.card_cli`).
 
 Exit status: 0 stopped normally, 1 the device could not be created, 2 usage error.
 """
@@ -22,6 +22,7 @@ import sys
 import threading
 from typing import TextIO
 
+from firmware_stubs import card_cli
 from firmware_stubs.framing import AIM_IDS, FRAMINGS, TERMINATORS, FramingOptions
 from firmware_stubs.serial_stub import FAULTS, Faults, SerialStub
 
@@ -89,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     serial.add_argument("--exit-on-eof", action="store_true", help="stop at the end of stdin")
     serial.set_defaults(run=_serial)
 
-    # commands.add_parser("card", ...) goes here: the contactless card for vpcd.
+    card_cli.register(commands)
     return parser
 
 

@@ -13,6 +13,9 @@ from agent.cli.main import run
 from agent.outbox import Outbox, SealingKeys
 from tests.factories import HqKeyPair, hq_key_pair, write_config
 
+# the real-pcscd fixtures (pcscd, vpcd_card) for every test that asks for them
+pytest_plugins = ["tests.drivers.pcsc_rig"]
+
 
 @pytest.fixture(scope="session")
 def hq_keys() -> HqKeyPair:
