@@ -21,11 +21,6 @@ Fixtures:
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import shutil
-import signal
-import subprocess
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -35,131 +30,32 @@ from typing import Any
 import pytest
 from smartcard import scard
 
+from firmware_stubs.pcscd import VPCD_CONF, PcscdError, PrivatePcscd
+from firmware_stubs.pcscd import binary as pcscd_binary
 from firmware_stubs.vpcd_card import VPCD_PORTS, VPCD_READERS, VirtualCard
 
-PID_FILE = Path("/run/pcscd/pcscd.pid")
-VPCD_CONF = Path("/etc/reader.conf.d/vpcd")
 READY_TIMEOUT_S = 15.0  # only there to fail instead of hanging, never an assertion
 
 
-def _pid_alive(pid: int) -> bool:
-    """True for a live process (a zombie, dead but not yet reaped by its parent, is not)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
-
-
-def _foreign_pcscd(ours: int | None) -> int | None:
-    """The pid of a running pcscd that is not ours, if there is one."""
-    try:
-        pid = int(PID_FILE.read_text().strip("\x00\n "))
-    except (OSError, ValueError):
-        return None
-    if pid == ours or not _pid_alive(pid):
-        return None
-    try:
-        comm = Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return None
-    return pid if comm == "pcscd" else None
-
-
-def _vpcd_readers_listed() -> bool:
-    hr, context = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
-    if hr != scard.SCARD_S_SUCCESS:
-        return False
-    try:
-        hr, readers = scard.SCardListReaders(context, [])
-        return hr == scard.SCARD_S_SUCCESS and all(r in readers for r in VPCD_READERS)
-    finally:
-        scard.SCardReleaseContext(context)
-
-
-class Pcscd:
-    """One private ``pcscd --foreground``; see the module docstring."""
-
-    def __init__(self, binary: str, log_path: Path) -> None:
-        self.binary = binary
-        self.log_path = log_path
-        self.process: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
+class Pcscd(PrivatePcscd):
+    """`PrivatePcscd` whose start-up problems fail the test with pcscd's own words."""
 
     def start(self) -> None:
-        """Start pcscd and return once its socket answers and the vpcd readers are there."""
-        if self.running:
-            return
-        foreign = _foreign_pcscd(None)
-        if foreign is not None:
-            pytest.fail(
-                f"another pcscd (pid {foreign}) is running; the PC/SC tests need their own. "
-                "Stop it first (e.g. systemctl stop pcscd.socket pcscd)."
-            )
-        with self.log_path.open("ab") as log:
-            log.write(f"--- start #{self.starts + 1}\n".encode())
-            log.flush()
-            self.process = subprocess.Popen(
-                [self.binary, "--foreground"],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # a Ctrl-C in the terminal is for pytest only
-            )
-        self.starts += 1
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while not _vpcd_readers_listed():
-            if self.process.poll() is not None:
-                pytest.fail(f"pcscd exited with {self.process.returncode}:\n{self.log_tail()}")
-            if time.monotonic() > deadline:
-                self.kill()
-                pytest.fail(f"pcscd did not list the vpcd readers in time:\n{self.log_tail()}")
-            time.sleep(0.02)
-
-    def kill(self) -> None:
-        """SIGKILL: pcscd crashes (instantly); clients see SCARD_E_NO_SERVICE."""
-        self._signal(signal.SIGKILL)
-
-    def stop(self) -> None:
-        """SIGTERM: the orderly way out (pcscd takes 1.2-1.8 s)."""
-        self._signal(signal.SIGTERM)
-
-    def restart(self) -> None:
-        self.kill()
-        self.start()
-
-    def _signal(self, sig: signal.Signals) -> None:
-        process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(sig)
         try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-    def log_tail(self, lines: int = 30) -> str:
-        with contextlib.suppress(OSError):
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        return "(no log)"
+            super().start()
+        except PcscdError as exc:
+            pytest.fail(str(exc))
 
 
 @pytest.fixture(scope="session")
 def pcscd_daemon() -> Iterator[Pcscd]:
-    binary = shutil.which("pcscd") or next(
-        (p for p in ("/usr/sbin/pcscd", "/usr/local/sbin/pcscd") if os.access(p, os.X_OK)), None
-    )
-    if binary is None:
+    found = pcscd_binary()
+    if found is None:
         pytest.skip("pcscd is not installed (Debian: apt-get install pcscd vsmartcard-vpcd)")
     if not VPCD_CONF.exists():
         pytest.fail(f"{VPCD_CONF} missing: install vsmartcard-vpcd (scripts/bootstrap.sh does)")
     with tempfile.TemporaryDirectory(prefix="pcscd-test-") as tmp:
-        daemon = Pcscd(binary, Path(tmp) / "pcscd.log")
+        daemon = Pcscd(Path(tmp) / "pcscd.log", found)
         daemon.start()
         try:
             yield daemon
