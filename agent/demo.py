@@ -33,7 +33,10 @@ from agent import config as config_mod
 from agent import keys
 from agent.service import Daemon
 from drivers.cards import ean13_check_digit, mask
+from firmware_stubs import pcscd as pcscd_lib
+from firmware_stubs.pcscd import PrivatePcscd
 from firmware_stubs.serial_stub import SerialStub
+from firmware_stubs.vpcd_card import VPCD_PORTS, VirtualCard
 from hq import keys as hq_keys
 from hq.export import export_purchases, load_reader_keys
 from hq.server import HqServer
@@ -62,6 +65,7 @@ class Demo:
         self.stop = asyncio.Event()
         self.answers: Counter[str] = Counter()
         self.token = secrets.token_urlsafe(24)
+        self.pcscd: PrivatePcscd | bool = False
         self.port = free_port()
 
     def say(self, text: str) -> None:
@@ -74,6 +78,7 @@ class Demo:
     async def run(self) -> int:
         hq_state = self.root / "hq-state"
         hq_key = hq_keys.init(hq_state, "hq-demo", "x25519-sha256-chacha20poly1305")
+        self.pcscd = self._contactless()
         async with HqServer.for_db(None, hq_state, host="127.0.0.1", port=0) as hq:
             with SerialStub(link=str(self.root / "scanner"), framing="crlf") as stub:
                 cfg = self._write_config(hq.url, hq_key.kid, hq_key.public_b64, stub.path)
@@ -97,7 +102,23 @@ class Demo:
                         await pos
                     status = await agent
             self._summary(hq_state, status)
+        if isinstance(self.pcscd, PrivatePcscd):
+            self.pcscd.stop()
         return 0 if status == 0 else 1
+
+    def _contactless(self) -> PrivatePcscd | bool:
+        """Where pcscd and vpcd are installed: use the running pcscd, or start our own."""
+        if not pcscd_lib.available():
+            return False
+        if pcscd_lib.foreign_pcscd(None) is not None:
+            return pcscd_lib.vpcd_readers_listed()
+        try:
+            private = PrivatePcscd(self.root / "pcscd.log")
+            private.start()
+        except (pcscd_lib.PcscdError, OSError) as exc:
+            self.say(f"(no contactless card in this demo: {str(exc).splitlines()[0]})")
+            return False
+        return private
 
     def _write_config(self, hq_url: str, kid: str, pub: str, port: str) -> config_mod.Config:
         (self.root / "pos-token").write_text(self.token)
@@ -107,7 +128,8 @@ class Demo:
             f'[terminal]\nid = "0042-07"\nstore = "0042"\nstate_dir = "state"\n\n'
             f'[[readers]]\nkind = "serial"\nport = "{port}"\nname = "scanner"\n'
             f'framing = "auto"\n\n'
-            f'[prompt]\ntimeout_s = 20\nlang = "en"\n\n'
+            + ('[[readers]]\nkind = "pcsc"\nname = "Virtual PCD*"\n\n' if self.pcscd else "")
+            + '[prompt]\ntimeout_s = 20\nlang = "en"\n\n'
             f'[hq]\nurl = "{hq_url}"\nenc_kid = "{kid}"\nenc_public_key = "{pub}"\n\n'
             f'[api]\nlisten = "127.0.0.1:{self.port}"\ntoken_file = "pos-token"\n'
         )
@@ -127,6 +149,8 @@ class Demo:
         self.say(f"\nCumulus demo in {self.root}")
         self.say(f"  cashier page:   {self.api}/?lang=en   (F1/Enter = Record, F2/Esc = Skip)")
         self.say(f"  serial scanner: {scanner} (emulated)")
+        if self.pcscd:
+            self.say("  contactless:    vpcd slot 'Virtual PCD 00 00' (emulated card)")
         self.say(
             "  present a card: type a 13-digit card number and Enter, or just Enter for a"
             " random one;\n                  q + Enter (or Ctrl-C) stops and shows what "
@@ -196,16 +220,30 @@ class Demo:
             line = line_task.result().decode(errors="replace").strip()
             if not line_task.result() or line.lower() in ("q", "quit", "exit"):
                 return
+            if line.lower() == "c" and self.pcscd:
+                await self._tap(demo_card(self.rng))
+                continue
             card = line if line else demo_card(self.rng)
             await stub.scan(card)
             self.say(f"scanner: sent {mask(card) if len(card) == 13 else '(not a card)'}")
+
+    async def _tap(self, card: str) -> None:
+        """A contactless card held to the reader for a moment, then taken away."""
+        vcard = VirtualCard(card, port=VPCD_PORTS[0])
+        vcard.present()
+        self.say(f"contactless: {mask(card)} held to the reader")
+        await asyncio.sleep(1.0)
+        await vcard.remove()
 
     async def _scripted(self, stub: SerialStub) -> None:
         headers = {"Authorization": f"Bearer {self.token}"}
         async with aiohttp.ClientSession(headers=headers) as http:
             for n in range(self.script):
                 card = demo_card(self.rng)
-                await stub.scan(card)
+                if self.pcscd and n % 3 == 2:
+                    asyncio.get_running_loop().create_task(self._tap(card))
+                else:
+                    await stub.scan(card)
                 await self._until(http, lambda v: v.get("state") == "prompt")
                 decision = "record" if n % 2 == 0 else "skip"
                 async with http.post(self.api + "/v1/decision", json={"decision": decision}) as r:
