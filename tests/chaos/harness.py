@@ -44,7 +44,10 @@ from agent import keys  # noqa: E402
 from agent.envelope import ZERO_HASH, PurchasePayload, decode, envelope_hash, open_payload  # noqa: E402
 from agent.envelope import verify as verify_sig  # noqa: E402
 from drivers.cards import ean13_check_digit  # noqa: E402
+from firmware_stubs import pcscd as pcscd_lib  # noqa: E402
+from firmware_stubs.pcscd import PrivatePcscd  # noqa: E402
 from firmware_stubs.serial_stub import SerialStub  # noqa: E402
+from firmware_stubs.vpcd_card import VPCD_PORTS, VirtualCard  # noqa: E402
 from hq.storage import SqliteStorage  # noqa: E402
 from tests.factories import hq_key_pair  # noqa: E402
 from tests.hq.support import running_hq  # noqa: E402
@@ -116,7 +119,9 @@ class Agent:
 
 
 class Chaos:
-    def __init__(self, root: Path, baskets: int, kills: int, seed: int) -> None:
+    def __init__(
+        self, root: Path, baskets: int, kills: int, seed: int, pcscd: PrivatePcscd | None = None
+    ) -> None:
         self.root = root
         self.baskets = baskets
         self.kills = kills
@@ -126,7 +131,8 @@ class Chaos:
         self.api = f"http://127.0.0.1:{self.port}"
         self.up = asyncio.Event()
         self.done = asyncio.Event()
-        self.pcscd: Any = None  # a running pcscd to kill and restart, where there is one
+        self.pcscd: PrivatePcscd | None = pcscd  # ours to kill and restart, where possible
+        self.own_pcscd = False
 
     def card(self) -> str:
         body = "2099" + "".join(self.rng.choice("0123456789") for _ in range(8))
@@ -134,6 +140,20 @@ class Chaos:
 
     async def run(self) -> bool:
         hq_key = hq_key_pair()
+        if self.pcscd is None and pcscd_lib.available() and pcscd_lib.foreign_pcscd(None) is None:
+            self.pcscd = PrivatePcscd(self.root / "pcscd.log")
+            self.own_pcscd = True
+        if self.pcscd is not None:
+            self.pcscd.start()  # no-op when it runs
+        try:
+            return await self._run(hq_key)
+        finally:
+            if self.pcscd is not None and self.own_pcscd:
+                self.pcscd.stop()
+            elif self.pcscd is not None:
+                self.pcscd.start()  # leave a lent pcscd running, as it was
+
+    async def _run(self, hq_key: Any) -> bool:
         async with running_hq(self.root / "hq", tls=False, hq_key=hq_key) as hq:
             with SerialStub(link=str(self.root / "scanner"), framing="crlf") as stub:
                 self.hq, self.stub = hq, stub
@@ -166,7 +186,8 @@ class Chaos:
         path.write_text(
             f'[terminal]\nid = "0042-07"\nstore = "0042"\nstate_dir = "state"\n\n'
             f'[[readers]]\nkind = "serial"\nport = "{port}"\nname = "scanner"\n\n'
-            f"[prompt]\ntimeout_s = 1\n\n"
+            + ('[[readers]]\nkind = "pcsc"\nname = "Virtual PCD 00 00"\n\n' if self.pcscd else "")
+            + "[prompt]\ntimeout_s = 1\n\n"
             f'[hq]\nurl = "{hq_url}"\nenc_kid = "{hq_key.kid}"\n'
             f'enc_public_key = "{hq_key.public_b64}"\n\n'
             f'[api]\nlisten = "127.0.0.1:{self.port}"\ntoken_file = "pos-token"\n'
@@ -187,7 +208,20 @@ class Chaos:
         # "none" lets the prompt time out (1 s each): rare, or the run is all waiting
         choice = self.rng.choices(["record", "skip", "none"], [0.64, 0.34, 0.02])[0]
         try:
-            if self.rng.random() < 0.5 and self.stub.plugged:
+            source = self.rng.choices(
+                ["scanner", "pos", "contactless"], [0.4, 0.4, 0.2 if self.pcscd else 0]
+            )[0]
+            if source == "contactless":
+                card = VirtualCard(self.card(), port=VPCD_PORTS[0])
+                card.present()
+                try:  # pcscd notices a card within its 400 ms poll
+                    prompted = await self._prompt(http, tries=150)
+                finally:
+                    await card.remove()
+                if not prompted:
+                    self.tally.not_started += 1  # pcscd restarting, or the agent
+                    return
+            elif source == "scanner" and self.stub.plugged:
                 await self.stub.scan(self.card())
                 if not await self._prompt(http):
                     self.tally.not_started += 1  # scanner unplugged or agent gone: no read
@@ -230,8 +264,8 @@ class Chaos:
             if answer.get("reason", "").startswith("no answer"):
                 self.tally.decisions["timeout"] += 1
 
-    async def _prompt(self, http: aiohttp.ClientSession) -> bool:
-        for _ in range(40):
+    async def _prompt(self, http: aiohttp.ClientSession, tries: int = 40) -> bool:
+        for _ in range(tries):
             async with http.get(self.api + "/v1/session") as r:
                 view = await r.json()
             if view.get("state") == "prompt":
@@ -298,8 +332,10 @@ class Chaos:
             await self.stub.unplug(self.rng.uniform(0.2, 1.0))
             t.unplugs += 1
         elif kind == "pcscd" and self.pcscd is not None:
-            await self.pcscd.restart()
+            self.pcscd.kill()
             t.pcscd_restarts += 1
+            await asyncio.sleep(self.rng.uniform(0.1, 1.0))
+            await asyncio.to_thread(self.pcscd.start)
 
     # --- the end ---------------------------------------------------------------------------
 
@@ -398,7 +434,7 @@ def load_private(hq_key: Any) -> Any:
     return load_private_key(hq_key.suite, hq_key.private_raw)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, pcscd: PrivatePcscd | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--baskets", type=int, default=20_000)
     ap.add_argument("--kills", type=int, default=200)
@@ -408,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="cumulus-chaos-"))
     root.mkdir(parents=True, exist_ok=True)
     print(f"chaos run in {root}, seed {args.seed}")
-    ok = asyncio.run(Chaos(root, args.baskets, args.kills, args.seed).run())
+    ok = asyncio.run(Chaos(root, args.baskets, args.kills, args.seed, pcscd).run())
     return 0 if ok else 1
 
 
