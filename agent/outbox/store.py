@@ -15,14 +15,13 @@ it on a dedicated thread so the event loop never waits on the disk.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Literal
 
@@ -42,26 +41,32 @@ from agent.envelope import (
     sig_kid,
 )
 from agent.envelope.suites import PublicKey, load_public_key
+from agent.outbox.db import (
+    OutboxError,
+    OutboxLocked,
+    OutboxStatus,
+    OutboxUnavailable,
+    _writer_lock,
+    connect,
+    read_status,
+)
 from agent.outbox.schema import migrate
+
+__all__ = [
+    "OutboxError",
+    "OutboxLocked",
+    "OutboxStatus",
+    "OutboxUnavailable",
+    "connect",
+    "read_status",
+]
 
 DB_NAME = "agent.db"
 Outcome = Literal["record", "skip", "timeout"]
 
 
-class OutboxError(Exception):
-    """Base: the outbox could not do what was asked; nothing was half-done."""
-
-
 class OutboxFull(OutboxError):
     """The size cap is reached: new purchases are refused until HQ acknowledges some."""
-
-
-class OutboxUnavailable(OutboxError):
-    """The database cannot be written (disk full, I/O error, locked): recording is off."""
-
-
-class OutboxLocked(OutboxUnavailable):
-    """Another process (normally the daemon) is this stream's writer right now."""
 
 
 class AckOutOfRange(OutboxError):
@@ -109,34 +114,6 @@ class StoredEnvelope:
     kind: str
     ts: int
     body: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxStatus:
-    stream: bytes
-    next_seq: int
-    waiting: int
-    oldest_waiting_ts: int | None
-    acked_through: int
-    unsent_bytes: int
-    dead_letters: int
-    max_bytes: int
-
-
-def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
-    """Open with the durability settings the guarantees depend on."""
-    if readonly:
-        conn = sqlite3.connect(
-            f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
-        )
-    else:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("PRAGMA busy_timeout=5000")
-    conn.execute("PRAGMA foreign_keys=ON")
-    return conn
 
 
 class Outbox:
@@ -477,39 +454,3 @@ class Outbox:
 
     def all_envelopes(self) -> list[StoredEnvelope]:
         return self.pending(0, limit=-1)
-
-
-def _writer_lock(path: Path) -> int:
-    """Take the stream's writer lock (`<db>.lock`, flock): one sealing process at a time.
-
-    The seq primary key already prevents a fork, but a second writer would make the first one
-    fail its next commit; refusing up front gives the person a clear message instead.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise OutboxLocked(
-            f"{path} is being written by another process (is cumulus-agent run active?)"
-        ) from None
-    return fd
-
-
-def read_status(conn: sqlite3.Connection, max_bytes: int) -> OutboxStatus:
-    """Status from any connection, read-only ones included (diagnostics)."""
-    stream = bytes(conn.execute("SELECT value FROM meta WHERE key = 'stream'").fetchone()[0])
-    last_seq, acked = conn.execute(
-        "SELECT last_seq, acked_through FROM head WHERE one = 1"
-    ).fetchone()
-    waiting, oldest, newest, unsent = conn.execute(
-        "SELECT COUNT(*), MIN(ts), MAX(seq), COALESCE(SUM(length(body)), 0) FROM envelopes"
-    ).fetchone()
-    last_seq = max(last_seq, newest or 0)
-    dead = conn.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
-    return OutboxStatus(stream, last_seq + 1, waiting, oldest, acked, unsent, dead, max_bytes)
-
-
-def today_utc(clock: Callable[[], float] = time.time) -> date:
-    return datetime.fromtimestamp(clock(), UTC).date()

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import subprocess
-import sys
 import tarfile
 import time
 from collections.abc import Iterator
@@ -18,6 +16,7 @@ from agent import keys
 from agent.outbox import Outbox, SealingKeys
 from tests.agent.api_rig import POS_TOKEN, free_port
 from tests.agent.daemon_rig import DaemonRig
+from tests.agent.hq_process import hq_serving
 from tests.conftest import CliRunner
 from tests.factories import HQ_URL, HqKeyPair, purchase, write_config
 from tests.hq.support import make_ca
@@ -133,39 +132,8 @@ def test_hq_unreachable_fails(terminal: Path, cli: CliRunner) -> None:
 
 @pytest.fixture
 def hq_tls(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    ca = make_ca(tmp_path / "real")
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "hq.cli",
-            "serve",
-            "--state-dir",
-            str(tmp_path / "hq"),
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--tls-cert",
-            str(ca.cert_file),
-            "--tls-key",
-            str(ca.key_file),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    import socket
-
-    for _ in range(200):
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.05)
-    try:
-        yield f"https://127.0.0.1:{port}", ca.ca_file
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with hq_serving(tmp_path / "real") as hq:
+        yield hq.url, hq.ca_file
 
 
 def test_hq_certificate_untrusted_fails_and_trusted_passes(

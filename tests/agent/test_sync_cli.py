@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,53 +13,19 @@ import pytest
 from agent import keys
 from agent.outbox import Outbox, SealingKeys
 from tests.agent.api_rig import free_port
+from tests.agent.hq_process import hq_serving
 from tests.conftest import CliRunner
 from tests.factories import HqKeyPair, purchase, write_config
-from tests.hq.support import install_hq_key, make_ca
+from tests.hq.support import install_hq_key
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
 def hq_process(tmp_path: Path, hq_keys: HqKeyPair) -> Iterator[tuple[str, Path, Path]]:
-    ca = make_ca(tmp_path)
-    state = tmp_path / "hq-state"
-    install_hq_key(state, hq_keys)
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "hq.cli",
-            "serve",
-            "--state-dir",
-            str(state),
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--tls-cert",
-            str(ca.cert_file),
-            "--tls-key",
-            str(ca.key_file),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"https://127.0.0.1:{port}"
-    import ssl
-
-    ctx = ssl.create_default_context(cafile=str(ca.ca_file))
-    for _ in range(200):
-        try:
-            urllib.request.urlopen(url + "/healthz", context=ctx, timeout=1)
-            break
-        except OSError:
-            time.sleep(0.05)
-    try:
-        yield url, ca.ca_file, state
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with hq_serving(tmp_path) as hq:
+        install_hq_key(hq.state_dir, hq_keys)
+        yield hq.url, hq.ca_file, hq.state_dir
 
 
 def test_sync_command_sends_everything_and_reports_json(
