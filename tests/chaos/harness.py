@@ -133,6 +133,7 @@ class Chaos:
         self.done = asyncio.Event()
         self.pcscd: PrivatePcscd | None = pcscd  # ours to kill and restart, where possible
         self.own_pcscd = False
+        self.contactless = contactless  # share of cards tapped (slow: pcscd polls at 400 ms)
 
     def card(self) -> str:
         body = "2099" + "".join(self.rng.choice("0123456789") for _ in range(8))
@@ -440,11 +441,19 @@ def main(argv: list[str] | None = None, pcscd: PrivatePcscd | None = None) -> in
     ap.add_argument("--kills", type=int, default=200)
     ap.add_argument("--seed", type=int, default=int(time.time()))
     ap.add_argument("--dir")
+    ap.add_argument(
+        "--contactless",
+        type=float,
+        default=0.1,
+        help="share of cards tapped on the vpcd reader (where pcscd runs)",
+    )
     args = ap.parse_args(argv)
     root = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="cumulus-chaos-"))
     root.mkdir(parents=True, exist_ok=True)
     print(f"chaos run in {root}, seed {args.seed}")
-    ok = asyncio.run(Chaos(root, args.baskets, args.kills, args.seed, pcscd).run())
+    ok = asyncio.run(
+        Chaos(root, args.baskets, args.kills, args.seed, pcscd, args.contactless).run()
+    )
     return 0 if ok else 1
 
 
