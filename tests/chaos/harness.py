@@ -120,7 +120,13 @@ class Agent:
 
 class Chaos:
     def __init__(
-        self, root: Path, baskets: int, kills: int, seed: int, pcscd: PrivatePcscd | None = None
+        self,
+        root: Path,
+        baskets: int,
+        kills: int,
+        seed: int,
+        pcscd: PrivatePcscd | None = None,
+        contactless: float = 0.1,
     ) -> None:
         self.root = root
         self.baskets = baskets
