@@ -215,7 +215,7 @@ def chart(rows: list[Row], path: Path) -> None:
     flat = list(axes.flat) if hasattr(axes, "flat") else [axes]
     for ax, r in zip(flat, good, strict=False):
         ax.barh(["floor", "cumulus"], [r["floor"], r["value"]], color=["#9e9e9e", "#1565c0"])
-        ax.set_title(f"{r['figure']} ({r['unit']}, {r['better']} is better)", fontsize=9)
+        ax.set_title(f"{r['figure']}\n({r['unit']}, {r['better']} is better)", fontsize=8)
         ax.tick_params(labelsize=8)
         for i, v in enumerate([r["floor"], r["value"]]):
             ax.text(v, i, f" {num(v)}", va="center", fontsize=8)
@@ -267,7 +267,11 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="short runs (a smoke test)")
     ap.add_argument("--only", nargs="*", choices=sorted(BENCHES))
     ap.add_argument("--no-readme", action="store_true")
+    ap.add_argument("--chart-only", action="store_true", help="redraw from bench/results.json")
     args = ap.parse_args()
+    if args.chart_only:
+        chart(json.loads((BENCH / "results.json").read_text())["rows"], BENCH / "results.png")
+        return
     rows: list[Row] = []
     for name in args.only or BENCHES:
         print(f"== {name}", file=sys.stderr, flush=True)
