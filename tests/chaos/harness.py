@@ -342,7 +342,9 @@ class Chaos:
             self.pcscd.kill()
             t.pcscd_restarts += 1
             await asyncio.sleep(self.rng.uniform(0.1, 1.0))
-            await asyncio.to_thread(self.pcscd.start)
+            # on this thread, not a worker: a cancelled run must never leave a pcscd it
+            # started behind (start returns within ~0.5 s, once the readers are listed)
+            self.pcscd.start()
 
     # --- the end ---------------------------------------------------------------------------
 
