@@ -78,7 +78,8 @@ class AsyncOutbox:
         )
 
     async def last_seq(self) -> int:
-        return await self._run(lambda: self._outbox.status().next_seq - 1)
+        """The newest seq made: the in-memory chain head, no table scan (sync asks per batch)."""
+        return await self._run(lambda: self._outbox.last_seq)
 
     async def explain_missing(self) -> list[tuple[int, int]]:
         from agent.outbox.recovery import explain_missing

@@ -203,6 +203,11 @@ class Outbox:
                 raise OutboxUnavailable(f"outbox write failed: {exc}") from exc
             raise
 
+    @property
+    def last_seq(self) -> int:
+        """The newest seq this stream has made (committed)."""
+        return self._head[0]
+
     def _reload_after_failure(self) -> None:
         try:
             self._load_head()
